@@ -1,0 +1,1 @@
+"""synthdrive: synthetic driving data for rare conditions."""

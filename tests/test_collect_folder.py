@@ -1,0 +1,109 @@
+"""The folder collector (CamVid / generic images+labels) and the collect stage's bad-input errors."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthdrive.dataset import Dataset
+from tests.conftest import make_folder_dataset
+
+FOLDER = {"collect": {"source": "folder", "height": 16, "width": 24}}
+
+
+def _folder_params(path, **extra):
+    return {"collect": {**FOLDER["collect"], "folder": {"path": str(path), **extra}}}
+
+
+def test_imports_and_maps_labels(tmp_path, workdir):
+    src = make_folder_dataset(tmp_path / "src", n=3, num_classes=12)
+    workdir.run("collect", _folder_params(src))
+    ds = Dataset(workdir.path / "data/raw")
+    ds.validate()
+    assert [r["split"] for r in ds.records] == ["train"] * 3
+    assert [r["time_of_day"] for r in ds.records] == ["dusk", "day", "day"]  # 0001TP is dusk
+    raw = np.asarray(Image.open(src / "train/labels/0001TP_00000.png").resize((24, 16), Image.NEAREST))
+    label = ds.label(ds.records[0]["id"])
+    assert label.shape == (16, 24)
+    assert ((raw == 11) == (label == 255)).all()  # CamVid void -> ignore
+    assert (workdir.path / "metrics/collect_samples.png").is_file()
+
+
+def _fails(workdir, overrides, pattern):
+    proc = workdir.run("collect", overrides, check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in proc.stderr
+    assert pattern in last, last
+    assert not (workdir.path / "data/raw").exists()
+    return last
+
+
+def test_corrupt_png_is_named_and_leaves_no_output(tmp_path, workdir):
+    src = make_folder_dataset(tmp_path / "src")
+    bad = src / "train/images/0016E5_00002.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    _fails(workdir, _folder_params(src), f"{bad}: unreadable image")
+
+
+def test_label_size_mismatch_is_named(tmp_path, workdir):
+    src = make_folder_dataset(tmp_path / "src")
+    label = src / "train/labels/0016E5_00001.png"
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(label)
+    _fails(workdir, _folder_params(src), f"{label}: label is 5x5 but its image is 32x24")
+
+
+def test_label_id_outside_space_is_named(tmp_path, workdir):
+    src = make_folder_dataset(tmp_path / "src")
+    label = src / "train/labels/0016E5_00001.png"
+    Image.fromarray(np.full((24, 32), 77, np.uint8)).save(label)
+    msg = _fails(workdir, _folder_params(src), f"{label}: class ids [77] outside label space camvid11")
+    assert "collect.folder.label_map" in msg
+
+
+def test_label_map_fixes_foreign_ids(tmp_path, workdir):
+    src = make_folder_dataset(tmp_path / "src", n=2)
+    Image.fromarray(np.full((24, 32), 77, np.uint8)).save(src / "train/labels/0016E5_00001.png")
+    workdir.run("collect", _folder_params(src, label_map={77: 3}))
+    ds = Dataset(workdir.path / "data/raw")
+    assert (ds.label(ds.records[1]["id"]) == 3).all()
+
+
+def test_image_without_label_is_named(tmp_path, workdir):
+    src = make_folder_dataset(tmp_path / "src")
+    (src / "train/labels/0016E5_00001.png").unlink()
+    _fails(workdir, _folder_params(src), "0016E5_00001.png: image has no label")
+
+
+def test_unknown_source_names_the_param(workdir):
+    msg = _fails(workdir, {"collect": {"source": "kitti"}}, "collect.source='kitti' is unknown")
+    assert "procedural" in msg
+
+
+def test_missing_param_is_named(tmp_path, workdir):
+    import yaml
+
+    workdir.set_params(_folder_params(make_folder_dataset(tmp_path / "src")))
+    params = yaml.safe_load((workdir.path / "params.yaml").read_text())
+    del params["collect"]["height"]
+    (workdir.path / "params.yaml").write_text(yaml.safe_dump(params))
+    _fails(workdir, None, "missing param 'collect.height'")
+
+
+def test_flat_layout(tmp_path, workdir):
+    src = make_folder_dataset(tmp_path / "src", n=2)
+    (src / "train/images").rename(src / "images")
+    (src / "train/labels").rename(src / "labels")
+    workdir.run("collect", _folder_params(src, layout="flat", flat_split="test", condition_rule="unknown"))
+    ds = Dataset(workdir.path / "data/raw")
+    assert [r["split"] for r in ds.records] == ["test", "test"]
+    assert ds.records[0]["weather"] is None
+
+
+def test_real_camvid_import(camvid, workdir):
+    workdir.run("collect", _folder_params(camvid) | {"collect": {**FOLDER["collect"], "height": 90,
+                                                                 "width": 120, "folder": {"path": str(camvid)}}})
+    ds = Dataset(workdir.path / "data/raw")
+    assert len(ds.split("train")) == 367 and len(ds.split("val")) == 101
+    assert sum(r["time_of_day"] == "dusk" for r in ds.records) == 62
+    ds.validate()
+    label = ds.label(ds.split("val")[0]["id"])
+    assert label.shape == (90, 120) and set(np.unique(label)) <= set(range(11)) | {255}
