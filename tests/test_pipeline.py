@@ -74,3 +74,40 @@ def test_mlflow_parent_with_stage_children(pipeline):
     assert collect.data.params["collect.source"] == "procedural"
     assert parents[0].data.params["labels.space"] == "camvid11"
     assert any(a.path == "collect_samples.png" for a in client.list_artifacts(collect.info.run_id))
+
+
+def test_param_change_reruns_only_the_stages_that_read_it(pipeline):
+    work, _ = pipeline
+    params_file = work / "params.yaml"
+    original = params_file.read_text()
+    try:
+        params = yaml.safe_load(original)
+        params["collect"]["procedural"]["frames"]["val"] += 1
+        params_file.write_text(yaml.safe_dump(params))
+        assert "collect" in _status(work)
+        params = yaml.safe_load(original)
+        declared = {p for p in yaml.safe_load((work / "dvc.yaml").read_text())["stages"]["collect"]["params"]}
+        other = next((k for k in params if k not in declared), None)
+        params[other or "unrelated"] = {"changed": True} if other is None else _touched(params[other])
+        params_file.write_text(yaml.safe_dump(params))
+        assert "collect" not in _status(work)
+    finally:
+        params_file.write_text(original)
+
+
+def _touched(section: dict) -> dict:
+    """The section with one scalar value changed."""
+    for key, value in section.items():
+        if isinstance(value, bool):
+            return {**section, key: not value}
+        if isinstance(value, (int, float)):
+            return {**section, key: value + 1}
+        if isinstance(value, dict):
+            return {**section, key: _touched(value)}
+    return {**section, "_changed": 1}
+
+
+def _status(work: Path) -> dict:
+    import json
+
+    return json.loads(_dvc(work, "status", "--json").stdout or "{}")
