@@ -62,7 +62,9 @@ class Params:
 
 
 def load(section: str | None = None, file: str | os.PathLike | None = None) -> Params:
-    path = Path(file) if file else repo_root() / "params.yaml"
+    """params.yaml of the working directory. Not ``repo_root()``: a queued ``dvc exp run`` runs
+    the stage in a temp copy holding the ``-S`` overrides while DVC_ROOT names the main repo."""
+    path = Path(file) if file else Path.cwd() / "params.yaml"
     if not path.is_file():
         raise ParamError(f"{path}: not found; run the stage from the repo root")
     params = Params(yaml.safe_load(path.read_text()) or {}, file=str(path.name))

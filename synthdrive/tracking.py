@@ -108,13 +108,23 @@ class StageRun:
             warnings.warn(f"MLflow parent metrics failed: {e}")
 
 
+def init_store(root: Path | None = None) -> str:
+    """Create the store (schema) and the experiment; return the tracking URI. Call it once
+    before parallel queue workers start: two workers creating a fresh sqlite store corrupt it."""
+    import mlflow
+
+    root = root or repo_root()
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlartifacts").as_uri())
+    return uri
+
+
 def _start(stage: str, section_params: dict):
     import mlflow
 
-    root = repo_root()
-    mlflow.set_tracking_uri(tracking_uri(root))
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlartifacts").as_uri())
+    init_store()
     mlflow.set_experiment(EXPERIMENT)
     key, kind = _pipeline_key()
     exp_name = os.environ.get("DVC_EXP_NAME", "")

@@ -1,0 +1,242 @@
+"""Sweeps: definitions validated against params.yaml, and a real two-experiment sweep through the
+DVC queue (-j 2) whose MLflow parent runs carry their own params and headline metric."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from synthdrive import params as params_mod
+from synthdrive import sweep
+from tests.conftest import REPO, make_folder_dataset
+
+PARAMS = params_mod.Params({"collect": {"width": 256, "height": 128, "folder": {"path": "x"}},
+                            "labels": {"space": "camvid11"}})
+
+
+def test_grid_runs_and_shared_overrides_expand():
+    runs = sweep.expand("s", {"grid": {"collect.width": [32, 48], "collect.height": [8, 16]},
+                              "set": {"labels.space": "camvid11"},
+                              "runs": [{"collect.width": 64}]})
+    assert len(runs) == 5 and runs[0] == {"labels.space": "camvid11", "collect.width": 32,
+                                          "collect.height": 8}
+    assert runs[-1] == {"labels.space": "camvid11", "collect.width": 64}
+    assert sweep.set_args({"a.b": 0.25, "c": "x", "d": [1, 2], "e": "a prompt: wet"}) == \
+        ["-S", "a.b=0.25", "-S", "c=x", "-S", "d=[1, 2]", "-S", 'e="a prompt: wet"']
+
+
+@pytest.mark.parametrize("key,message", [("collect.widht", "does not have"),
+                                         ("collect.folder", "a whole section")])
+def test_unknown_or_section_params_are_refused(key, message):
+    with pytest.raises(sweep.SweepError, match=message) as err:
+        sweep.validate("s", [{key: 1}], PARAMS)
+    assert "'s'" in str(err.value) and key in str(err.value)
+
+
+def test_bad_definitions_name_the_problem(tmp_path):
+    file = tmp_path / "sweeps.yaml"
+    file.write_text("sweeps:\n  a: {grid: {collect.width: 3}}\n  b: {}\n")
+    with pytest.raises(sweep.SweepError, match="no sweep named 'zz'; defined: a, b"):
+        sweep.load_sweep("zz", file)
+    with pytest.raises(sweep.SweepError, match="grid.collect.width must be a non-empty list"):
+        sweep.expand("a", sweep.load_sweep("a", file), file)
+    with pytest.raises(sweep.SweepError, match="neither grid nor runs"):
+        sweep.expand("b", sweep.load_sweep("b", file), file)
+
+
+def test_repo_sweeps_name_real_params(repo):
+    """Every sweep in experiments/sweeps.yaml expands and sets only params that exist."""
+    file = repo / "experiments" / "sweeps.yaml"
+    params = params_mod.load(file=repo / "params.yaml")
+    sweeps = yaml.safe_load(file.read_text())["sweeps"]
+    assert sweeps
+    for name, definition in sweeps.items():
+        sweep.validate(name, sweep.expand(name, definition, file), params, file)
+
+
+def test_results_block_is_replaced_not_duplicated(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Experiments\n\nintro\n")
+    sweep.write_results("mix", {"description": "d"}, "| Experiment |\n|--|\n| a |", {"a": "Success"}, readme)
+    sweep.write_results("other", {}, "| x |", {"b": "Failed"}, readme)
+    sweep.write_results("mix", {}, "| Experiment |\n|--|\n| b |", {"b": "Success"}, readme)
+    text = readme.read_text()
+    assert text.count("<!-- sweep:mix -->") == 1 and "| b |" in text and "| a |" not in text
+    assert "intro" in text and "failed: b" in text
+
+
+def test_dry_run_prints_queue_commands(tmp_path, monkeypatch, capsys):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "sweeps.yaml").write_text(
+        "sweeps:\n  w: {grid: {collect.width: [32, 48]}}\n")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS.to_dict()))
+    monkeypatch.chdir(tmp_path)
+    sweep.main(["w", "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("dvc exp run --queue -n w-") for line in lines)
+    assert lines[0].endswith("-S collect.width=32") and lines[1].endswith("-S collect.width=48")
+
+
+HEADLINE_STAGE = textwrap.dedent('''
+    """Test-only stage: the headline numbers of the tiny pipeline, logged on the parent run."""
+    from synthdrive import tracking
+    from synthdrive.dataset import Dataset, write_json
+    from synthdrive.errors import run_stage
+
+
+    def main():
+        data = Dataset("data/raw")
+        headline = {"width": data.image(data.records[0]["id"]).shape[1], "frames": len(data)}
+        with tracking.stage_run("headline", {}) as run:
+            run.log_parent_metrics(headline)
+        write_json("metrics/headline.json", headline)
+
+
+    if __name__ == "__main__":
+        run_stage(main)
+''')
+TINY_PIPELINE = {"stages": {
+    "collect": {"cmd": "python stages/collect.py",
+                "deps": ["stages/collect.py", "synthdrive", "camvid_tiny"],
+                "params": ["labels", "collect"], "outs": ["data/raw"]},
+    "headline": {"cmd": "python stages/headline.py",
+                 "deps": ["stages/headline.py", "data/raw"],
+                 "metrics": [{"metrics/headline.json": {"cache": False}}]},
+}}
+
+
+def _tiny_repo(root: Path) -> None:
+    """A git + DVC copy of the repo's code with a two-stage pipeline over a 3-frame folder."""
+    shutil.copytree(REPO / "synthdrive", root / "synthdrive",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "stages").mkdir()
+    shutil.copy(REPO / "stages" / "collect.py", root / "stages")
+    (root / "stages" / "headline.py").write_text(HEADLINE_STAGE)
+    make_folder_dataset(root / "camvid_tiny", n=3, size=(24, 32))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["collect"].update(source="folder", height=16, width=24)
+    params["collect"]["folder"].update(path="camvid_tiny", layout="split_dirs")
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "dvc.yaml").write_text(yaml.safe_dump(TINY_PIPELINE, sort_keys=False))
+    (root / "experiments").mkdir()
+    (root / "experiments" / "sweeps.yaml").write_text(yaml.safe_dump({"sweeps": {"tiny": {
+        "description": "two widths", "grid": {"collect.width": [32, 48]},
+        "metrics": ["width", "frames"]}}}))
+    (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\n__pycache__/\n")
+
+
+@pytest.mark.slow
+def test_sweep_runs_two_queued_experiments_in_parallel_and_tracks_both(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    _tiny_repo(root)
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DVC_", "MLFLOW_TRACKING_URI", "SYNTHDRIVE_RUN_KEY"))}
+    env.update(PATH=f"{venv_bin}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1",
+               MLFLOW_DISABLE_TELEMETRY="true", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+
+    def sh(*cmd):
+        return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "tiny pipeline"]):
+        assert sh(*cmd).returncode == 0, cmd
+    proc = sh(sys.executable, "-m", "synthdrive.sweep", "tiny", "-j", "2")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("synthdrive")
+    parents = client.search_runs([experiment.experiment_id], "tags.role = 'pipeline'")
+    assert len(parents) == 2
+    names = sorted(p.info.run_name for p in parents)
+    assert all(n.startswith("tiny-") for n in names)
+    for parent in parents:
+        assert parent.data.tags["kind"] == "queued" and parent.data.tags["dvc_exp_name"] == parent.info.run_name
+        # The -S override reached the stages: the params on the parent and the headline agree.
+        width = int(parent.data.params["collect.width"])
+        assert parent.data.metrics == {"width": width, "frames": 3.0}
+        children = client.search_runs([experiment.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        assert sorted(c.data.tags["stage"] for c in children) == ["collect", "headline"]
+    assert sorted(int(p.data.params["collect.width"]) for p in parents) == [32, 48]
+
+    readme = (root / "experiments" / "README.md").read_text()
+    assert "<!-- sweep:tiny -->" in readme and "2/2 experiments succeeded" in readme
+    table_rows = [line for line in readme.splitlines() if line.startswith("|") and "[tiny-" in line]
+    assert len(table_rows) == 2 and any("| 48 " in row for row in table_rows), readme
+
+    # What the MLflow UI shows: the REST API of `mlflow server` over the same store.
+    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", env) as url:
+        experiment_id = rest(url, "experiments/get-by-name", {"experiment_name": "synthdrive"},
+                             get=True)["experiment"]["experiment_id"]
+        found = rest(url, "runs/search", {"experiment_ids": [experiment_id],
+                                          "filter": "tags.role = 'pipeline'"})["runs"]
+    assert sorted(r["info"]["run_name"] for r in found) == names
+    for r in found:
+        metrics = {m["key"]: m["value"] for m in r["data"]["metrics"]}
+        params = {p["key"]: p["value"] for p in r["data"]["params"]}
+        assert metrics["width"] == float(params["collect.width"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(store: str, env: dict, start_timeout: float = 180.0):
+    """`mlflow server` on a free localhost port; yields its base URL and stops it afterwards."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server",
+                               "--backend-store-uri", store, "--host", "127.0.0.1", "--port",
+                               str(port), "--workers", "1"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # its own group: stop its workers too
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "mlflow server exited"
+                assert time.monotonic() < deadline, "mlflow server did not answer /health"
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def rest(url: str, endpoint: str, body: dict, get: bool = False) -> dict:
+    if get:
+        request = urllib.request.Request(f"{url}/api/2.0/mlflow/{endpoint}?"
+                                         + urllib.parse.urlencode(body))
+    else:
+        request = urllib.request.Request(f"{url}/api/2.0/mlflow/{endpoint}",
+                                         data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
