@@ -1,7 +1,11 @@
 """Driving conditions: a (weather, time of day) pair, the unit every stage reports by."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import NamedTuple
+
+from synthdrive.errors import UserError
 
 WEATHERS = ("clear", "cloudy", "rain", "fog")
 TIMES_OF_DAY = ("day", "dusk", "night")
@@ -26,3 +30,54 @@ class Condition(NamedTuple):
 
 def all_conditions() -> list[Condition]:
     return [Condition(w, t) for w in WEATHERS for t in TIMES_OF_DAY]
+
+
+USES = ("auto", "truth", "predicted")
+
+
+def resolve(record: dict, prediction: dict | None, use: str) -> tuple[Condition, str]:
+    """A frame's condition for downstream stages, and where it came from.
+
+    ``use``: ``auto`` = per factor the source's truth when it knows it, else the classifier's
+    prediction; ``truth`` = the truth only; ``predicted`` = the prediction only.
+    Returns (condition, "truth" | "predicted" | "mixed").
+    """
+    if use not in USES:
+        raise ValueError(f"use={use!r}; choose one of {USES} (param classify.use)")
+    values, origins = [], set()
+    for factor in Condition._fields:
+        truth = record.get(factor)
+        predicted = (prediction or {}).get(factor)
+        if use != "predicted" and truth is not None:
+            values.append(truth)
+            origins.add("truth")
+        elif use != "truth" and predicted is not None:
+            values.append(predicted)
+            origins.add("predicted")
+        else:
+            wanted = "known" if use == "truth" else "predicted"
+            raise UserError(f"frame {record.get('id')}: no {wanted} {factor} with classify.use="
+                            f"{use!r}; set classify.use to 'auto' (or rerun classify)")
+    return Condition(*values), origins.pop() if len(origins) == 1 else "mixed"
+
+
+def frame_conditions(records: list[dict], conditions_jsonl_path, use: str) -> dict[str, Condition]:
+    """{frame id: Condition} for ``records`` from the classify stage's data/conditions.jsonl."""
+    path = Path(conditions_jsonl_path)
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run the classify stage first (dvc repro classify)")
+    predictions = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            p = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); rerun the classify stage")
+        if p:
+            predictions[p["id"]] = p
+    out = {}
+    for r in records:
+        if r["id"] not in predictions and use != "truth":
+            raise UserError(f"{conditions_jsonl_path}: no prediction for frame {r['id']}; "
+                            f"rerun the classify stage on this dataset")
+        out[r["id"]] = resolve(r, predictions.get(r["id"]), use)[0]
+    return out

@@ -1,0 +1,82 @@
+"""CLIP zero-shot condition classifier (transformers CLIPModel + CLIPProcessor, local weights).
+
+As in SynDiff-AD: one prompt per value of each factor ("An image taken during rainy weather
+conditions."), image-text similarities turned into a softmax over each factor's list.
+Batches come from synthdrive.classify.map_frames, which shows the progress bar.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from synthdrive.classify.heuristic import FACTORS
+from synthdrive.errors import UserError
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"params.yaml: classify.clip.device={name!r} but CUDA is not available; "
+                        f"use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def _pooled(output) -> torch.Tensor:
+    """get_*_features return a tensor (transformers 4) or a pooled-output object (5)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class ClipClassifier:
+    name = "clip"
+    needs_fit = False
+
+    def __init__(self, model_dir: str, prompts: dict[str, str], words: dict[str, dict[str, str]],
+                 batch_size: int = 16, device: str = "auto"):
+        from transformers import CLIPModel, CLIPProcessor
+
+        path = Path(model_dir) if model_dir else None
+        if path is None or not (path / "config.json").is_file():
+            raise UserError(f"params.yaml: classify.clip.model_dir={model_dir!r} is not a model "
+                            f"folder (no config.json); point it at a local CLIP checkpoint saved "
+                            f"with save_pretrained (e.g. openai/clip-vit-large-patch14)")
+        self.device = pick_device(device)
+        self.model = CLIPModel.from_pretrained(path).to(self.device).eval()
+        self.processor = CLIPProcessor.from_pretrained(path)
+        self.batch_size = batch_size
+        self.prompts = {}
+        for factor, options in FACTORS.items():
+            missing = [o for o in options if o not in words.get(factor, {})]
+            if missing:
+                raise UserError(f"params.yaml: classify.clip.words.{factor} lacks {missing}; "
+                                f"give a word for every value of {options}")
+            self.prompts[factor] = [prompts[factor].format(words[factor][o]) for o in options]
+        with torch.inference_mode():
+            self.text = {}
+            for factor, texts in self.prompts.items():
+                tokens = self.processor(text=texts, return_tensors="pt", padding=True).to(self.device)
+                emb = _pooled(self.model.get_text_features(**tokens))
+                self.text[factor] = emb / emb.norm(dim=-1, keepdim=True)
+
+    def predict(self, images: Sequence[np.ndarray], labels=None) -> list[dict]:
+        out = []
+        scale = self.model.logit_scale.exp()
+        for start in range(0, len(images), self.batch_size):
+            batch = list(images[start:start + self.batch_size])
+            with torch.inference_mode():
+                pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
+                emb = _pooled(self.model.get_image_features(pixel_values=pixels.to(self.device)))
+                emb = emb / emb.norm(dim=-1, keepdim=True)
+                probs = {f: (scale * emb @ t.T).softmax(-1).float().cpu().numpy()
+                         for f, t in self.text.items()}
+            for i in range(len(batch)):
+                pred = {"scores": {}}
+                for factor, options in FACTORS.items():
+                    p = probs[factor][i]
+                    pred["scores"][factor] = {o: round(float(v), 4) for o, v in zip(options, p)}
+                    pred[factor] = options[int(p.argmax())]
+                out.append(pred)
+        return out

@@ -1,0 +1,174 @@
+"""The classify stage: heuristic classifier on rendered frames of known condition, the CLIP
+backend end to end with a tiny random CLIP, frame_conditions, and the errors users see."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from synthdrive import labels
+from synthdrive.classify import FACTORS, cross_validate, evaluate, make_classifier
+from synthdrive.classify.heuristic import HeuristicClassifier
+from synthdrive.conditions import Condition, all_conditions, frame_conditions, resolve
+from synthdrive.errors import UserError
+from synthdrive.params import Params
+from synthdrive.render import render_frame
+from tests.conftest import REPO
+from tests.condition_helpers import build_tiny_clip, run_stage_here, write_rendered_dataset
+
+SIZE = (64, 128)
+SKY = labels.get("procedural").index("sky")
+
+
+def rendered(seeds, size=SIZE):
+    """(images, procedural labels, conditions): every condition once per seed."""
+    frames = [(render_frame(s, c, *size), c) for s in seeds for c in all_conditions()]
+    return [f.image for f, _ in frames], [f.label for f, _ in frames], [c for _, c in frames]
+
+
+def truths(conditions):
+    return {f: [getattr(c, f) for c in conditions] for f in FACTORS}
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return rendered(range(4)), rendered(range(1000, 1003))
+
+
+def test_heuristic_tells_conditions_apart_on_unseen_rendered_frames(frames):
+    (tr_images, tr_labels, tr_conds), (te_images, te_labels, te_conds) = frames
+    clf = HeuristicClassifier(sky_id=SKY)
+    clf.fit(tr_images, truths(tr_conds), tr_labels)
+    result = evaluate([c._asdict() for c in te_conds], clf.predict(te_images, te_labels))
+    assert result["time_of_day"]["accuracy"] >= 0.9, result["time_of_day"]
+    assert result["weather"]["accuracy"] >= 0.75, result["weather"]
+    assert np.array(result["weather"]["confusion"]).sum() == len(te_conds)
+
+
+def test_heuristic_fit_on_shuffled_truth_is_near_chance(frames):
+    """The accuracy above comes from the images, not from the fitting procedure."""
+    (tr_images, tr_labels, tr_conds), (te_images, te_labels, te_conds) = frames
+    shuffled = [tr_conds[i] for i in np.random.default_rng(0).permutation(len(tr_conds))]
+    clf = HeuristicClassifier(sky_id=SKY)
+    clf.fit(tr_images, truths(shuffled), tr_labels)
+    result = evaluate([c._asdict() for c in te_conds], clf.predict(te_images, te_labels))
+    assert result["time_of_day"]["accuracy"] < 0.7
+
+
+def test_heuristic_json_round_trip_and_stale_fit(tmp_path, frames):
+    (images, labels_, conds), _ = frames
+    clf = HeuristicClassifier(sky_id=SKY)
+    clf.fit(images, truths(conds), labels_)
+    path = clf.save(tmp_path)
+    loaded = HeuristicClassifier(sky_id=SKY)
+    loaded.load(path, "classify.heuristic.model")
+    assert loaded.predict(images[:6], labels_[:6]) == clf.predict(images[:6], labels_[:6])
+    model = json.loads(path.read_text())
+    model["features"] = model["features"][:-1]
+    path.write_text(json.dumps(model))
+    with pytest.raises(UserError, match="classify.heuristic.model"):
+        loaded.load(path, "classify.heuristic.model")
+    with pytest.raises(UserError, match="classify.heuristic.model"):
+        loaded.load(tmp_path / "missing.json", "classify.heuristic.model")
+
+
+def test_one_known_class_is_predicted_and_unknown_factor_is_none(frames):
+    (images, labels_, conds), _ = frames
+    clf = HeuristicClassifier(sky_id=SKY)
+    clf.fit(images, {"weather": ["clear"] * len(images), "time_of_day": [None] * len(images)}, labels_)
+    preds = clf.predict(images[:3], labels_[:3])
+    assert [p["weather"] for p in preds] == ["clear"] * 3
+    assert [p["time_of_day"] for p in preds] == [None] * 3
+
+
+def test_cross_validation_holds_out_every_frame_once(frames):
+    (images, labels_, conds), _ = frames
+    clf = HeuristicClassifier(sky_id=SKY)
+    x = clf.features(images, labels_)
+    preds = cross_validate(clf, x, truths(conds), folds=4)
+    assert len(preds) == len(images) and all(p["weather"] in FACTORS["weather"] for p in preds)
+
+
+def test_resolve_and_frame_conditions(tmp_path):
+    known = {"id": "a", "weather": "rain", "time_of_day": "night"}
+    unknown = {"id": "b", "weather": None, "time_of_day": None}
+    pred = {"a": {"id": "a", "weather": "fog", "time_of_day": "day"},
+            "b": {"id": "b", "weather": "cloudy", "time_of_day": "dusk"}}
+    path = tmp_path / "conditions.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pred.values()))
+    assert frame_conditions([known, unknown], path, "auto") == {
+        "a": Condition("rain", "night"), "b": Condition("cloudy", "dusk")}
+    assert frame_conditions([known], path, "predicted") == {"a": Condition("fog", "day")}
+    assert resolve(known, pred["a"], "auto")[1] == "truth"
+    assert resolve(unknown, pred["b"], "auto")[1] == "predicted"
+    assert resolve({"id": "c", "weather": "rain", "time_of_day": None}, pred["a"], "auto")[1] == "mixed"
+    with pytest.raises(UserError, match="classify.use"):
+        frame_conditions([unknown], path, "truth")
+    with pytest.raises(UserError, match="classify"):
+        frame_conditions([{"id": "zzz"}], path, "auto")
+
+
+def test_classify_stage_heuristic_end_to_end(workdir, monkeypatch, capsys):
+    write_rendered_dataset(workdir.path / "data" / "raw", {"train": 36, "test": 12})
+    run_stage_here(workdir, monkeypatch, "classify",
+                   {"classify": {"use": "auto", "heuristic": {"cv_folds": 2}}})
+    rows = [json.loads(line) for line in (workdir.path / "data/conditions.jsonl").read_text().splitlines()]
+    assert len(rows) == 48 and {r["use"] for r in rows} == {"auto"}
+    assert all(abs(sum(r["scores"]["weather"].values()) - 1) < 1e-3 for r in rows)
+    assert all(r["condition"] == f"{r['truth']['weather']}-{r['truth']['time_of_day']}" for r in rows)
+    metrics = json.loads((workdir.path / "metrics/classify.json").read_text())
+    assert metrics["backend"] == "heuristic" and metrics["use"] == "auto"
+    assert set(metrics["splits"]) == {"train", "train_cv", "test"}
+    assert metrics["splits"]["test"]["time_of_day"]["accuracy"] >= 0.8
+    assert (workdir.path / "metrics/classify_confusion.png").stat().st_size > 1000
+    assert json.loads((workdir.path / "models/classify/heuristic.json").read_text())["factors"]
+    assert "test.time_of_day_accuracy" in capsys.readouterr().out
+
+
+def test_classify_stage_clip_end_to_end_with_tiny_clip(workdir, monkeypatch, tmp_path):
+    model = build_tiny_clip(tmp_path / "clip")
+    write_rendered_dataset(workdir.path / "data" / "raw", {"train": 5, "test": 7},
+                           unknown_split="train")
+    run_stage_here(workdir, monkeypatch, "classify",
+                   {"classify": {"backend": "clip", "use": "auto",
+                                 "clip": {"model_dir": str(model), "batch_size": 4}}})
+    rows = [json.loads(line) for line in (workdir.path / "data/conditions.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {r["backend"] for r in rows} == {"clip"}
+    for r in rows:
+        for factor, options in FACTORS.items():
+            assert set(r["scores"][factor]) == set(options)
+            assert abs(sum(r["scores"][factor].values()) - 1) < 1e-3
+            assert r[factor] == max(r["scores"][factor], key=r["scores"][factor].get)
+    # train frames have no truth: their condition is the prediction; test frames keep the truth
+    train = [r for r in rows if r["split"] == "train"]
+    assert all(r["condition_from"] == "predicted" and r["truth"] is None for r in train)
+    assert all(r["condition"] == f"{r['weather']}-{r['time_of_day']}" for r in train)
+    metrics = json.loads((workdir.path / "metrics/classify.json").read_text())
+    assert set(metrics["splits"]) == {"test"} and metrics["backend"] == "clip"
+
+
+def test_missing_clip_dir_names_the_param(tmp_path, frames):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["classify"]
+    params["backend"] = "clip"
+    params["clip"]["model_dir"] = str(tmp_path / "nowhere")
+    with pytest.raises(UserError, match=r"classify\.clip\.model_dir"):
+        make_classifier(Params(params, "classify"), dataset=None)
+    params["backend"] = "siglip"
+    with pytest.raises(UserError, match="classify.backend"):
+        make_classifier(Params(params, "classify"), dataset=None)
+
+
+@pytest.mark.slow
+def test_camvid_day_dusk_cross_validated(workdir, monkeypatch, camvid):
+    """The issue's goal on real frames: CamVid day/dusk >= 90 % (blocked CV on train; val is all day)."""
+    run_stage_here(workdir, monkeypatch, "collect", {"collect": {
+        "source": "folder", "folder": {"path": str(camvid), "layout": "split_dirs"}}})
+    run_stage_here(workdir, monkeypatch, "classify", {"classify": {"backend": "heuristic"}})
+    metrics = json.loads((workdir.path / "metrics/classify.json").read_text())
+    cv = metrics["splits"]["train_cv"]["time_of_day"]
+    assert cv["accuracy"] >= 0.9, cv
+    dusk = cv["classes"].index("dusk")
+    assert cv["confusion"][dusk][dusk] >= 0.9 * sum(cv["confusion"][dusk])  # not "always day"
+    assert metrics["splits"]["val"]["time_of_day"]["accuracy"] >= 0.9
