@@ -1,0 +1,75 @@
+"""train_generator: data/raw -> models/generator (the backend in generator.backend), with sample
+grids and losses in MLflow and the quality-floor metrics in metrics/train_generator.json."""
+import contextlib
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from synthdrive import generate, params, tracking, viz
+from synthdrive.conditions import USES, Condition, frame_conditions
+from synthdrive.dataset import Dataset, atomic_dir, write_json
+from synthdrive.errors import run_stage
+from synthdrive.generate.data import load_split
+from synthdrive.generate.floor import floor_metrics, sample_grid_tiles, warn_loudly
+
+RAW = Path("data/raw")
+CONDITIONS = Path("data/conditions.jsonl")
+OUT = Path("models/generator")
+# Outside the DVC out (which DVC deletes before a run) so an interrupted training resumes.
+CHECKPOINTS = Path("models/generator.ckpt")
+METRICS = Path("metrics/train_generator.json")
+GRID = Path("metrics/generator_samples.png")
+GRID_CONDITIONS = [Condition("clear", "day"), Condition("rain", "day"), Condition("fog", "day"),
+                   Condition("clear", "dusk"), Condition("clear", "night")]
+
+
+def main() -> None:
+    p = params.load()
+    cfg, use = p["generator"], p.choice("classify.use", USES)
+    with tracking.stage_run("train_generator", {"generator": cfg.to_dict(), "classify.use": use}) as run, \
+            contextlib.ExitStack() as stack:
+        dataset = Dataset(RAW)
+        conditions = frame_conditions(dataset.records, CONDITIONS, use)
+        generator = generate.create(cfg, dataset.meta["label_space"])
+        height, width = generator.size
+        train = load_split(dataset, "train", height, width, conditions)
+        evaluate = cfg["eval_frames"] > 0  # 0: skip (e.g. ControlNet on a CPU: 50 passes an image)
+        val = load_split(dataset, "val", height, width, conditions, limit=cfg["eval_frames"]) if evaluate else None
+        snapshots = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="generator-samples-")))
+
+        def on_step(step: int, losses: dict) -> None:
+            run.log_metrics(losses, step=step)
+
+        def on_eval(step: int, gen) -> None:
+            metrics, _ = floor_metrics(gen, train, val, cfg["eval_frames"], all_conditions=False)
+            run.log_metrics(metrics, step=step)
+            tiles, captions = sample_grid_tiles(gen, val, 4, GRID_CONDITIONS)
+            path = viz.save_png(viz.grid(tiles, captions, cols=2 + len(GRID_CONDITIONS)),
+                                snapshots / f"samples_step{step:06d}.png")
+            run.log_artifact(path, "samples")
+            tqdm.write(f"step {step}: L1 {metrics['l1_generator']:.1f} (floor {metrics['l1_floor']:.1f})")
+
+        generator.train(train, CHECKPOINTS, on_step=on_step, on_eval=on_eval if evaluate else None)
+        with atomic_dir(OUT) as tmp:
+            generator.save(tmp)
+        metrics, problems = {"trained_steps": getattr(generator, "trained_steps", 0)}, []
+        if evaluate:
+            floor, problems = floor_metrics(generator, train, val, cfg["eval_frames"])
+            metrics.update(floor)
+            run.log_parent_metrics({"generator_l1": floor["l1_generator"],
+                                    "generator_l1_floor": floor["l1_floor"]})
+            tiles, captions = sample_grid_tiles(generator, val, 6, GRID_CONDITIONS)
+            viz.save_png(viz.grid(tiles, captions, cols=2 + len(GRID_CONDITIONS)), GRID)
+            run.log_artifact(GRID)
+        write_json(METRICS, metrics)
+        run.log_metrics(metrics)
+        run.log_artifact(METRICS)
+        warn_loudly(problems)
+        summary = (f"L1 {metrics['l1_generator']:.1f} vs floor {metrics['l1_floor']:.1f}; grid {GRID}"
+                   if evaluate else "no floor evaluation (generator.eval_frames = 0)")
+        print(f"train_generator: {cfg['backend']} -> {OUT}; {summary}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

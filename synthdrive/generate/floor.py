@@ -1,0 +1,129 @@
+"""Has the generator learned anything? The calibration's floor (shared/notes/generators.md).
+
+- L1 (0-255) between a held-back real frame and the generator's render of its layout in its own
+  condition, against the floor "paint each class its mean training colour for that condition".
+  A generator that does not clearly beat the floor has learned nothing beyond class colours.
+- Mean grey level per condition of renders of the same layouts, against the real frames of that
+  condition, both as a ratio to the reference condition (clear-day when present): dusk and night
+  renders must be darker by about the real data's ratio.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import numpy as np
+import torch
+
+from synthdrive.conditions import Condition
+from synthdrive.generate.data import TrainData
+from synthdrive.labels import colorize
+
+GREY = np.array([0.299, 0.587, 0.114])
+RATIO_TOLERANCE = 0.15  # |generated ratio - real ratio| beyond this is a miss (CamVid dusk: 0.51)
+
+
+def _uint8_images(data: TrainData) -> np.ndarray:
+    return ((data.images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def brightness(images: np.ndarray) -> float:
+    return float((images.astype(np.float64) @ GREY).mean())
+
+
+def mean_colour_floor(train: TrainData, layouts: np.ndarray, conditions: list[Condition]) -> np.ndarray:
+    """Each pixel painted the mean training colour of its class in its frame's condition (the
+    class's mean over all conditions where that condition never shows the class)."""
+    images = _uint8_images(train).astype(np.float64)
+    ids = train.layouts.numpy().astype(np.int64)
+    ids[ids >= train.num_classes] = train.num_classes  # ignore -> its own "class"
+    k = train.num_classes + 1
+
+    def colour_table(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.bincount(ids[mask].ravel(), minlength=k)
+        sums = np.stack([np.bincount(ids[mask].ravel(), images[mask][..., c].ravel(), minlength=k)
+                         for c in range(3)], 1)
+        return sums / np.maximum(counts, 1)[:, None], counts
+
+    overall, _ = colour_table(np.ones(len(train), bool))
+    out = []
+    cond_of = np.array([str(c) for c in train.conditions])
+    tables: dict[str, np.ndarray] = {}
+    for layout, cond in zip(layouts, conditions):
+        key = str(cond)
+        if key not in tables:
+            table, counts = colour_table(cond_of == key)
+            tables[key] = np.where(counts[:, None] > 0, table, overall)
+        lay = layout.astype(np.int64)
+        lay[lay >= train.num_classes] = train.num_classes
+        out.append(tables[key][lay])
+    return np.stack(out).round().astype(np.uint8)
+
+
+def l1(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+def reference_condition(train: TrainData) -> Condition:
+    present = Counter(train.conditions)
+    clear_day = Condition("clear", "day")
+    return clear_day if clear_day in present else present.most_common(1)[0][0]
+
+
+def floor_metrics(generator, train: TrainData, val: TrainData, frames: int, seed: int = 0,
+                  all_conditions: bool = True) -> tuple[dict, list[str]]:
+    """(metrics, warnings). ``all_conditions`` also renders the val layouts in every training
+    condition for the brightness check (``frames`` x conditions samples)."""
+    n = min(frames, len(val))
+    layouts = val.layouts[:n].numpy()
+    real = _uint8_images(val)[:n]
+    seeds = [seed + i for i in range(n)]
+    own = generator.sample(layouts, val.conditions[:n], seeds)
+    floor = mean_colour_floor(train, layouts, val.conditions[:n])
+    metrics = {"l1_generator": l1(own, real), "l1_floor": l1(floor, real), "eval_frames": n}
+    problems = []
+    if not metrics["l1_generator"] < metrics["l1_floor"]:
+        problems.append(f"L1 to the real frames {metrics['l1_generator']:.1f} does not beat the "
+                        f"paint-class-mean-colour floor {metrics['l1_floor']:.1f}: the generator "
+                        f"has learned nothing beyond class colours (train longer or larger)")
+    if not all_conditions:
+        return metrics, problems
+    ref = reference_condition(train)
+    real_images = _uint8_images(train)
+    cond_of = [str(c) for c in train.conditions]
+    conditions = sorted(set(train.conditions), key=str)
+    generated = {c: brightness(generator.sample(layouts, [c] * n, seeds)) for c in conditions}
+    for c in conditions:
+        real_b = brightness(real_images[[i for i, k in enumerate(cond_of) if k == str(c)]])
+        metrics[f"brightness/{c}/generated"] = generated[c]
+        metrics[f"brightness/{c}/real"] = real_b
+    for c in conditions:
+        gen_ratio = generated[c] / max(generated[ref], 1e-6)
+        real_ratio = metrics[f"brightness/{c}/real"] / max(metrics[f"brightness/{ref}/real"], 1e-6)
+        metrics[f"brightness_ratio/{c}/generated"] = gen_ratio
+        metrics[f"brightness_ratio/{c}/real"] = real_ratio
+        if abs(gen_ratio - real_ratio) > RATIO_TOLERANCE:
+            problems.append(f"{c} renders have brightness {gen_ratio:.2f} x {ref} but real {c} "
+                            f"frames {real_ratio:.2f} x: the condition is not learned")
+    return metrics, problems
+
+
+def warn_loudly(problems: list[str]) -> None:
+    for problem in problems:
+        banner = "!" * 78
+        warnings.warn(f"\n{banner}\nGENERATOR QUALITY FLOOR MISSED: {problem}\n{banner}", stacklevel=2)
+
+
+def sample_grid_tiles(generator, val: TrainData, rows: int,
+                      conditions: list[Condition], seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Tiles for a grid: per val layout, its label, its real frame, then its renders."""
+    n = min(rows, len(val))
+    layouts = val.layouts[:n].numpy()
+    real = _uint8_images(val)[:n]
+    renders = {c: generator.sample(layouts, [c] * n, [seed + i for i in range(n)]) for c in conditions}
+    space = generator.label_space
+    tiles, captions = [], []
+    for i in range(n):
+        tiles += [colorize(layouts[i], space), real[i]] + [renders[c][i] for c in conditions]
+        captions += [val.ids[i][:18], f"real {val.conditions[i]}"] + [str(c) for c in conditions]
+    return tiles, captions

@@ -1,0 +1,296 @@
+"""Generators (spade_gan, sdm, controlnet at tiny size), the synthesis planner and the
+train_generator + synthesize stages end to end on a small made-up dataset."""
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from synthdrive import generate
+from synthdrive.conditions import Condition
+from synthdrive.dataset import Dataset, DatasetWriter
+from synthdrive.errors import UserError
+from synthdrive.generate.controlnet import ade20k_layout
+from synthdrive.generate.data import load_split
+from synthdrive.params import Params
+from synthdrive.synthesize import prompt_for, synthesize
+from synthdrive.synthesize.planner import allocate, plan, shard, target_mix
+from tests.conftest import REPO
+
+torch.set_num_threads(1)
+H, W = 32, 64
+BRIGHTNESS = {"day": 1.0, "dusk": 0.55, "night": 0.3}
+COLOURS = np.array([[120, 160, 220], [140, 70, 60], [200, 200, 150], [100, 100, 110], [90, 80, 180],
+                    [60, 140, 50], [200, 120, 120], [90, 90, 140], [40, 30, 150], [90, 90, 20],
+                    [20, 120, 190]], np.float64)
+
+
+def make_raw(root: Path, n_train: int = 24, n_val: int = 6, seed: int = 0) -> Dataset:
+    """Street-like camvid11 frames: sky, buildings, road, a car; darker at dusk and night."""
+    rng = np.random.default_rng(seed)
+    mix = ["clear-day"] * 16 + ["clear-dusk"] * 4 + ["rain-day"] * 2 + ["clear-night"] * 2
+    with DatasetWriter(root, "camvid11", source="test", height=H, width=W) as writer:
+        for i in range(n_train + n_val):
+            cond = Condition.parse(mix[i % len(mix)])
+            label = np.full((H, W), 3, np.uint8)                   # road
+            horizon = int(rng.integers(10, 16))
+            label[:horizon] = 0                                    # sky
+            left = int(rng.integers(8, 24))
+            label[4:horizon + 4, :left] = 1                        # building
+            label[horizon + 2:horizon + 4, left:] = 4              # pavement
+            x = int(rng.integers(20, 50))
+            label[horizon + 4:horizon + 10, x:x + 10] = 8          # car
+            label[0, 0] = 255
+            image = COLOURS[np.minimum(label, 10)] * BRIGHTNESS[cond.time_of_day]
+            image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+            writer.add({"id": f"f{i:03d}", "split": "train" if i < n_train else "val",
+                        "weather": cond.weather, "time_of_day": cond.time_of_day, "source": "test"},
+                       image, label)
+    return Dataset(root)
+
+
+def truth(dataset: Dataset) -> dict[str, Condition]:
+    return {r["id"]: Condition(r["weather"], r["time_of_day"]) for r in dataset.records}
+
+
+def gen_params(**overrides) -> dict:
+    """The repo's generator section shrunk to test size."""
+    cfg = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text())["generator"])
+    cfg.update(height=H, width=W, sample_every=2, checkpoint_every=2, eval_frames=4)
+    cfg["spade_gan"].update(iterations=4, batch_size=4, channels=[32, 16, 16, 8], spade_hidden=8,
+                            z_dim=8, cond_dim=4, d_channels=8, d_layers=2, d_scales=2, lr_g=0.002)
+    cfg["sdm"].update(iterations=2, batch_size=2, channels=[8, 16], layers_per_block=1, spade_hidden=8,
+                      groups=4, train_timesteps=50, device="cpu")
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Dataset:
+    return make_raw(tmp_path_factory.mktemp("raw") / "raw")
+
+
+@pytest.fixture(scope="module")
+def train_data(raw):
+    return load_split(raw, "train", H, W, truth(raw))
+
+
+def _layouts(raw: Dataset, n: int = 2) -> np.ndarray:
+    return np.stack([raw.label(r["id"]) for r in raw.split("val")[:n]])
+
+
+def test_spade_gan_save_load_round_trip(raw, tmp_path):
+    gen = generate.create(Params(gen_params()), "camvid11")
+    gen.save(tmp_path / "g")
+    loaded = generate.load(tmp_path / "g")
+    assert loaded.backend == "spade_gan" and loaded.size == (H, W)
+    conds, seeds = [Condition("rain", "night")] * 2, [3, 4]
+    np.testing.assert_array_equal(gen.sample(_layouts(raw), conds, seeds), loaded.sample(_layouts(raw), conds, seeds))
+
+
+def test_sampling_is_deterministic_by_seed_and_independent_of_batch(raw):
+    gen = generate.create(Params(gen_params()), "camvid11")
+    layouts, conds = _layouts(raw, 3), [Condition("clear", "dusk")] * 3
+    a = gen.sample(layouts, conds, [1, 2, 3])
+    np.testing.assert_array_equal(a, gen.sample(layouts, conds, [1, 2, 3]))
+    assert not np.array_equal(a[0], gen.sample(layouts[:1], conds[:1], [9])[0])
+    alone = gen.sample(layouts[1:2], conds[1:2], [2])[0]  # same seed, other batch mates
+    assert np.abs(alone.astype(int) - a[1]).max() <= 1
+
+
+def test_missing_generator_dir_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="train the generator first"):
+        generate.load(tmp_path / "nothing")
+
+
+def test_training_changes_weights_and_lowers_l1(train_data):
+    gen = generate.create(Params(gen_params(spade_gan={"iterations": 12})), "camvid11")
+    before = {k: v.clone() for k, v in gen.net.state_dict().items()}
+    losses = []
+    gen.train(train_data, None, on_step=lambda step, l: losses.append(l["loss_g_l1"]))
+    assert len(losses) == 12 and gen.trained_steps == 12
+    assert any(not torch.equal(before[k], v) for k, v in gen.net.state_dict().items())
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_checkpoint_resume_replays_an_uninterrupted_run(train_data, tmp_path):
+    straight = generate.create(Params(gen_params()), "camvid11")
+    straight.train(train_data, tmp_path / "a")
+    first = generate.create(Params(gen_params(spade_gan={"iterations": 2})), "camvid11")
+    first.train(train_data, tmp_path / "b")
+    resumed = generate.create(Params(gen_params()), "camvid11")
+    steps = []
+    resumed.train(train_data, tmp_path / "b", on_step=lambda step, _: steps.append(step))
+    assert steps == [3, 4]  # started from the step-2 checkpoint
+    for key, value in straight.net.state_dict().items():
+        torch.testing.assert_close(resumed.net.state_dict()[key], value, rtol=0, atol=1e-6)
+    changed = generate.create(Params(gen_params(spade_gan={"l1_weight": 1.0})), "camvid11")
+    steps.clear()
+    changed.train(train_data, tmp_path / "b", on_step=lambda step, _: steps.append(step))
+    assert steps[0] == 1  # other settings: the checkpoint is not reused
+
+
+def test_sdm_tiny_end_to_end(train_data, raw, tmp_path):
+    gen = generate.create(Params(gen_params(backend="sdm")), "camvid11")
+    losses = []
+    gen.train(train_data, tmp_path / "ckpt", on_step=lambda step, l: losses.append(l["loss"]))
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    gen.save(tmp_path / "g")
+    loaded = generate.load(tmp_path / "g")
+    conds = [Condition("fog", "night"), Condition("clear", "day")]
+    for eta in (0.0, 1.0):
+        a = loaded.sample(_layouts(raw), conds, [5, 6], steps=3, eta=eta, guidance=1.5)
+        assert a.shape == (2, H, W, 3) and a.dtype == np.uint8
+        np.testing.assert_array_equal(a, loaded.sample(_layouts(raw), conds, [5, 6], steps=3, eta=eta))
+
+
+def _tiny_stable_diffusion(root: Path) -> tuple[Path, Path]:
+    """A random-weight SD + seg ControlNet saved like the real ones (nothing from a hub)."""
+    from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionControlNetPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=16,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                                cross_attention_dim=16, norm_num_groups=4, attention_head_dim=2)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8))
+    vae = AutoencoderKL(block_out_channels=(4, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4)
+    text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                                                num_hidden_layers=1, vocab_size=100, projection_dim=16,
+                                                bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in "abcdefghijklmnopqrstuvwxyz,.":
+        vocab[ch], vocab[ch + "</w>"] = len(vocab), len(vocab) + 1
+    (root / "tok").mkdir(parents=True)
+    (root / "tok" / "vocab.json").write_text(json.dumps(vocab))
+    (root / "tok" / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(root / "tok" / "vocab.json"), str(root / "tok" / "merges.txt"),
+                              model_max_length=77)
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              clip_sample=False, set_alpha_to_one=False)
+    StableDiffusionControlNetPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                      controlnet=controlnet, scheduler=scheduler, safety_checker=None,
+                                      feature_extractor=None, requires_safety_checker=False
+                                      ).save_pretrained(root / "sd")
+    controlnet.save_pretrained(root / "controlnet")
+    return root / "sd", root / "controlnet"
+
+
+def test_controlnet_tiny_end_to_end(raw, tmp_path):
+    base, cn = _tiny_stable_diffusion(tmp_path / "weights")
+    cfg = gen_params(backend="controlnet", controlnet={"base_model_dir": str(base), "controlnet_dir": str(cn),
+                                                        "height": H, "width": W, "device": "cpu"})
+    gen = generate.create(Params(cfg), "camvid11")
+    gen.train(None, None)
+    gen.save(tmp_path / "g")
+    loaded = generate.load(tmp_path / "g")
+    conds = [Condition("rain", "night")] * 2
+    kwargs = dict(steps=2, guidance=9.0, negative_prompt="blurry")
+    a = loaded.sample(_layouts(raw), conds, [1, 2], prompts=["a rainy street", "a foggy street"], **kwargs)
+    assert a.shape == (2, H, W, 3) and a.dtype == np.uint8
+    b = loaded.sample(_layouts(raw, 1), conds[:1], [1], prompts=["a rainy street"], **kwargs)
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("param", ["base_model_dir", "controlnet_dir"])
+def test_controlnet_missing_weights_names_the_param(tmp_path, param):
+    (tmp_path / "sd").mkdir()
+    (tmp_path / "sd" / "model_index.json").write_text("{}")
+    dirs = {"base_model_dir": str(tmp_path / "sd"), "controlnet_dir": str(tmp_path / "missing")}
+    if param == "base_model_dir":
+        dirs = {"base_model_dir": "", "controlnet_dir": str(tmp_path / "sd")}
+    with pytest.raises(UserError, match=f"generator.controlnet.{param}"):
+        generate.create(Params(gen_params(backend="controlnet", controlnet=dirs)), "camvid11")
+
+
+def test_ade20k_drawing_uses_the_controlnet_palette():
+    layout = np.array([[0, 3, 8, 255]], np.uint8)  # camvid11 sky, road, car, ignore
+    np.testing.assert_array_equal(ade20k_layout(layout, "camvid11")[0],
+                                  [[6, 230, 230], [140, 140, 140], [0, 102, 200], [0, 0, 0]])
+
+
+def test_planner_targets_rare_conditions_from_common_sources():
+    conditions = {f"d{i}": Condition("clear", "day") for i in range(90)}
+    conditions.update({f"n{i}": Condition("clear", "dusk") for i in range(10)})
+    jobs = plan(conditions, 60, target_mix("uniform"), source_min_share=0.2, seed=1)
+    assert len(jobs) == 60
+    targets = Counter(j.target_condition for j in jobs)
+    assert Condition("clear", "day") not in targets                    # already over-represented
+    assert targets[Condition("clear", "dusk")] < targets[Condition("rain", "night")]
+    assert {j.source_condition for j in jobs} == {Condition("clear", "day")}
+    assert jobs == plan(conditions, 60, target_mix("uniform"), 0.2, seed=1)
+    assert jobs != plan(conditions, 60, target_mix("uniform"), 0.2, seed=2)
+    shards = [shard(jobs, i, 3) for i in range(3)]
+    assert sorted(j.index for s in shards for j in s) == list(range(60))
+    with pytest.raises(UserError, match="shard_index"):
+        shard(jobs, 3, 3)
+
+
+def test_allocate_follows_an_explicit_mix():
+    real = Counter({Condition("clear", "day"): 50})
+    quota = allocate(real, target_mix({"rain-night": 3, "fog-day": 1}), 40)
+    assert quota == {Condition("fog", "day"): 10, Condition("rain", "night"): 30}
+    with pytest.raises(UserError, match="target_mix"):
+        target_mix({"snow-day": 1})
+
+
+def test_prompt_retargets_the_caption_and_names_the_classes(raw):
+    job = plan(truth(raw), 1, target_mix({"rain-night": 1}), 0.1, seed=0)[0]
+    caption = {"caption": "A street scene with a car ahead, in clear weather during the day.",
+               "condition": "clear-day"}
+    text = prompt_for(job, caption, raw.label(job.source_id), raw.label_space.classes)
+    assert "in the rain at night" in text and "during the day" not in text
+    assert "Must contain" in text and "car" in text.split("Must contain")[1]
+
+
+def test_synthesize_writes_a_valid_dataset(raw, train_data, tmp_path):
+    gen = generate.create(Params(gen_params()), "camvid11")
+    conditions = {k: v for k, v in truth(raw).items() if k in {r["id"] for r in raw.split("train")}}
+    jobs = plan(conditions, 7, target_mix("uniform"), 0.3, seed=0)
+    out = synthesize(gen, raw, jobs, {}, tmp_path / "synthetic", batch_size=3)
+    out.validate()
+    assert len(out) == 7
+    for r, job in zip(out.records, jobs):
+        assert r["source_id"] == job.source_id and r["seed"] == job.seed
+        assert r["target_condition"] == f"{r['weather']}-{r['time_of_day']}" != r["source_condition"]
+        assert r["prompt"]
+        np.testing.assert_array_equal(out.label(r["id"]), raw.label(job.source_id))
+
+
+def test_stages_train_generator_then_synthesize(workdir):
+    """The two stage scripts on a tiny dataset: outputs, metrics and the floor warning path."""
+    raw_ds = make_raw(workdir.path / "data" / "raw")
+    rows = [{"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]} for r in raw_ds.records]
+    (workdir.path / "data" / "conditions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    workdir.run("train_generator", {"generator": gen_params(), "classify": {"use": "auto"}})
+    metrics = json.loads((workdir.path / "metrics" / "train_generator.json").read_text())
+    assert metrics["trained_steps"] == 4 and metrics["l1_floor"] > 0
+    assert "brightness/clear-dusk/real" in metrics
+    assert (workdir.path / "models" / "generator" / "generator.json").is_file()
+    assert (workdir.path / "metrics" / "generator_samples.png").is_file()
+    proc = workdir.run("synthesize", {"synthesize": {"count": 6, "batch_size": 4, "source_min_share": 0.3}})
+    synthetic = Dataset(workdir.path / "data" / "synthetic")
+    synthetic.validate()
+    assert len(synthetic) == 6 and "synthesize: 6 frames" in proc.stdout
+    assert all(r["source_condition"] == "clear-day" for r in synthetic.records)
+    assert (workdir.path / "metrics" / "synthesize_samples.png").is_file()
+
+
+def test_sampler_params_rerun_synthesize_only():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert "synthesize" in stages["synthesize"]["params"]
+    assert not any(p.startswith("synthesize") for p in stages["train_generator"]["params"])
+    assert "models/generator" in stages["synthesize"]["deps"]
