@@ -1,0 +1,223 @@
+"""An mmengine Config for one training run, generated from params.yaml's ``segmenter`` section.
+
+No forked mmseg configs: the model dicts below follow mmseg 1.2.2's own
+(configs/mask2former/*cityscapes*, _base_/models/segformer_mit-b0.py, fcn_r18-d8), sized for a
+CPU, with BN instead of SyncBN and no download at build time (``init_cfg`` only from a local
+checkpoint path given in params).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmengine.config import Config
+
+from synthdrive.errors import UserError
+from synthdrive.segment.data import metainfo
+
+MODELS = ("mask2former", "segformer", "fcn")
+PACK_META = ("img_path", "seg_map_path", "ori_shape", "img_shape", "pad_shape", "scale_factor",
+             "flip", "flip_direction", "reduce_zero_label", "frame_id", "condition")
+NORM = dict(type="BN", requires_grad=True)
+
+
+class SegmenterConfigError(UserError):
+    """A bad segmenter param."""
+
+
+def _pretrained(path: str | None, param: str) -> dict | None:
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise SegmenterConfigError(f"params.yaml: {param}={path!r} does not exist; give a local "
+                                   f"checkpoint file or null to train from scratch")
+    return dict(type="Pretrained", checkpoint=str(Path(path).resolve()))
+
+
+def _preprocessor(size: tuple[int, int]) -> dict:
+    return dict(type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=size, test_cfg=dict(size_divisor=32))
+
+
+def _resnet(depth: int, init_cfg, **extra) -> dict:
+    return dict(type="ResNet", depth=depth, num_stages=4, out_indices=(0, 1, 2, 3), norm_cfg=NORM,
+                norm_eval=False, style="pytorch", init_cfg=init_cfg, **extra)
+
+
+def mask2former(num_classes: int, m: dict, init_cfg) -> dict:
+    depth = int(m.get("depth", 18))
+    in_channels = [64, 128, 256, 512] if depth in (18, 34) else [256, 512, 1024, 2048]
+    ch, heads, ffn = int(m["channels"]), int(m["heads"]), int(m["ffn_channels"])
+    attn = dict(embed_dims=ch, num_heads=heads, attn_drop=0.0, proj_drop=0.0, dropout_layer=None,
+                batch_first=True)
+    return dict(
+        backbone=_resnet(depth, init_cfg, deep_stem=False, frozen_stages=-1),
+        decode_head=dict(
+            type="Mask2FormerHead", in_channels=in_channels, strides=[4, 8, 16, 32],
+            feat_channels=ch, out_channels=ch, num_classes=num_classes,
+            num_queries=int(m["num_queries"]), num_transformer_feat_level=3, align_corners=False,
+            pixel_decoder=dict(
+                type="mmdet.MSDeformAttnPixelDecoder", num_outs=3,
+                norm_cfg=dict(type="GN", num_groups=32), act_cfg=dict(type="ReLU"),
+                encoder=dict(num_layers=int(m["encoder_layers"]), layer_cfg=dict(
+                    self_attn_cfg=dict(embed_dims=ch, num_heads=heads, num_levels=3, num_points=4,
+                                       im2col_step=64, dropout=0.0, batch_first=True,
+                                       norm_cfg=None, init_cfg=None),
+                    ffn_cfg=dict(embed_dims=ch, feedforward_channels=ffn, num_fcs=2, ffn_drop=0.0,
+                                 act_cfg=dict(type="ReLU", inplace=True))), init_cfg=None),
+                positional_encoding=dict(num_feats=ch // 2, normalize=True), init_cfg=None),
+            enforce_decoder_input_project=False,
+            positional_encoding=dict(num_feats=ch // 2, normalize=True),
+            transformer_decoder=dict(
+                return_intermediate=True, num_layers=int(m["decoder_layers"]),
+                layer_cfg=dict(self_attn_cfg=attn, cross_attn_cfg=attn, ffn_cfg=dict(
+                    embed_dims=ch, feedforward_channels=ffn, num_fcs=2,
+                    act_cfg=dict(type="ReLU", inplace=True), ffn_drop=0.0, dropout_layer=None,
+                    add_identity=True)),
+                init_cfg=None),
+            loss_cls=dict(type="mmdet.CrossEntropyLoss", use_sigmoid=False, loss_weight=2.0,
+                          reduction="mean", class_weight=[1.0] * num_classes + [0.1]),
+            loss_mask=dict(type="mmdet.CrossEntropyLoss", use_sigmoid=True, reduction="mean",
+                           loss_weight=5.0),
+            loss_dice=dict(type="mmdet.DiceLoss", use_sigmoid=True, activate=True, reduction="mean",
+                           naive_dice=True, eps=1.0, loss_weight=5.0),
+            train_cfg=dict(
+                num_points=int(m["num_points"]), oversample_ratio=3.0, importance_sample_ratio=0.75,
+                assigner=dict(type="mmdet.HungarianAssigner", match_costs=[
+                    dict(type="mmdet.ClassificationCost", weight=2.0),
+                    dict(type="mmdet.CrossEntropyLossCost", weight=5.0, use_sigmoid=True),
+                    dict(type="mmdet.DiceCost", weight=5.0, pred_act=True, eps=1.0)]),
+                sampler=dict(type="mmdet.MaskPseudoSampler"))))
+
+
+def segformer(num_classes: int, m: dict, init_cfg) -> dict:
+    return dict(
+        backbone=dict(type="MixVisionTransformer", in_channels=3, embed_dims=32, num_stages=4,
+                      num_layers=[2, 2, 2, 2], num_heads=[1, 2, 5, 8], patch_sizes=[7, 3, 3, 3],
+                      sr_ratios=[8, 4, 2, 1], out_indices=(0, 1, 2, 3), mlp_ratio=4, qkv_bias=True,
+                      drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1, init_cfg=init_cfg),
+        decode_head=dict(type="SegformerHead", in_channels=[32, 64, 160, 256], in_index=[0, 1, 2, 3],
+                         channels=int(m["channels"]), dropout_ratio=0.1, num_classes=num_classes,
+                         norm_cfg=NORM, align_corners=False,
+                         loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)))
+
+
+def fcn(num_classes: int, m: dict, init_cfg) -> dict:
+    ch = int(m["channels"])
+    return dict(
+        backbone=dict(type="ResNetV1c", depth=int(m.get("depth", 18)), num_stages=4,
+                      out_indices=(0, 1, 2, 3), dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1),
+                      norm_cfg=NORM, norm_eval=False, style="pytorch", contract_dilation=True,
+                      init_cfg=init_cfg),
+        decode_head=dict(type="FCNHead", in_channels=512, in_index=3, channels=ch, num_convs=2,
+                         concat_input=True, dropout_ratio=0.1, num_classes=num_classes, norm_cfg=NORM,
+                         align_corners=False,
+                         loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)))
+
+
+BUILDERS = {"mask2former": mask2former, "segformer": segformer, "fcn": fcn}
+
+
+def pipelines(height: int, width: int, train: dict) -> tuple[list, list]:
+    """(train pipeline, test pipeline); the ConditionShift step is a no-op except for real_aug frames."""
+    lo, hi = train["scale_range"]
+    train_pipeline = [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations", reduce_zero_label=False),
+        dict(type="ConditionShift"),
+        dict(type="RandomResize", scale=(width, height), ratio_range=(lo, hi), keep_ratio=True),
+        dict(type="RandomCrop", crop_size=(height, width), cat_max_ratio=0.75),
+        dict(type="RandomFlip", prob=0.5),
+    ]
+    if train["photometric_distortion"]:
+        train_pipeline.append(dict(type="PhotoMetricDistortion"))
+    train_pipeline.append(dict(type="PackSegInputs", meta_keys=PACK_META))
+    test_pipeline = [
+        dict(type="LoadImageFromFile"),
+        dict(type="Resize", scale=(width, height), keep_ratio=True),
+        dict(type="LoadAnnotations", reduce_zero_label=False),
+        dict(type="PackSegInputs", meta_keys=PACK_META),
+    ]
+    return train_pipeline, test_pipeline
+
+
+def build_config(seg: dict, *, label_space: str, train_sources: list[dict], val_sources: list[dict],
+                 work_dir: str | Path, seed: int, extra_per_batch: int = 0, launcher: str = "none",
+                 tracking_uri: str | None = None) -> Config:
+    """The full Runner config of one run.
+
+    ``seg`` is params.yaml's ``segmenter`` section as a dict (keys model, train, height, width).
+    ``extra_per_batch`` frames (synthetic or shifted real) ride on top of every full real batch.
+    """
+    model_name = seg["model"]["name"]
+    if model_name not in BUILDERS:
+        raise SegmenterConfigError(f"params.yaml: segmenter.model.name={model_name!r} is unknown; "
+                                   f"choose one of: {', '.join(MODELS)}")
+    meta = metainfo(label_space)
+    num_classes = len(meta["classes"])
+    height, width = int(seg["height"]), int(seg["width"])
+    train = seg["train"]
+    m = seg["model"][model_name]
+    init_cfg = _pretrained(seg["model"].get("backbone_checkpoint"), "segmenter.model.backbone_checkpoint")
+    model = dict(type="EncoderDecoder", data_preprocessor=_preprocessor((height, width)),
+                 train_cfg=dict(), test_cfg=dict(mode="whole"), **BUILDERS[model_name](num_classes, m, init_cfg))
+    train_pipeline, test_pipeline = pipelines(height, width, train)
+    real_batch = int(train["batch_size"])
+    iters = int(train["iters"])
+    paramwise = dict(norm_decay_mult=0.0)
+    if model_name == "mask2former":
+        no_decay = dict(lr_mult=1.0, decay_mult=0.0)
+        paramwise["custom_keys"] = {"query_embed": no_decay, "query_feat": no_decay, "level_embed": no_decay}
+    clip = dict(max_norm=float(train["grad_clip"]), norm_type=2) if train.get("grad_clip") else None
+    val_interval = int(train.get("val_interval") or 0)
+    vis_backends = [dict(type="LocalVisBackend")]
+    if tracking_uri and train.get("mlflow_vis_backend"):
+        vis_backends.append(dict(type="MLflowVisBackend", tracking_uri=tracking_uri,
+                                 exp_name="synthdrive-segmenter"))
+
+    def dataset(sources: list[dict], pipeline: list) -> dict:
+        return dict(type="SynthDriveDataset", sources=sources, metainfo=meta, pipeline=pipeline)
+
+    cfg = dict(
+        default_scope="mmseg",
+        model=model,
+        work_dir=str(work_dir),
+        launcher=launcher,
+        randomness=dict(seed=int(seed), deterministic=False),
+        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+                     dist_cfg=dict(backend=train.get("dist_backend", "gloo"))),
+        model_wrapper_cfg=dict(type="CPUDistributedDataParallel", broadcast_buffers=False,
+                               find_unused_parameters=True),
+        train_dataloader=dict(
+            batch_size=real_batch + int(extra_per_batch), num_workers=int(train["num_workers"]),
+            persistent_workers=False,
+            sampler=dict(type="MixedInfiniteSampler", real_per_batch=real_batch,
+                         extra_per_batch=int(extra_per_batch), seed=int(seed)),
+            dataset=dataset(train_sources, train_pipeline)),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=val_interval or iters),
+        optim_wrapper=dict(type="OptimWrapper", clip_grad=clip, paramwise_cfg=paramwise,
+                           optimizer=dict(type="AdamW", lr=float(train["lr"]),
+                                          weight_decay=float(train["weight_decay"]),
+                                          eps=1e-8, betas=(0.9, 0.999))),
+        param_scheduler=[dict(type="PolyLR", eta_min=0, power=0.9, begin=0, end=iters, by_epoch=False)],
+        default_hooks=dict(
+            timer=dict(type="IterTimerHook"),
+            logger=dict(type="LoggerHook", interval=int(train["log_interval"]), log_metric_by_epoch=False),
+            param_scheduler=dict(type="ParamSchedulerHook"),
+            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=int(train["checkpoint_interval"]),
+                            max_keep_ckpts=1, save_last=True),
+            sampler_seed=dict(type="DistSamplerSeedHook")),
+        visualizer=dict(type="SegLocalVisualizer", vis_backends=vis_backends),
+        log_processor=dict(by_epoch=False),
+        log_level="INFO",
+        load_from=None,
+        resume=False,
+        test_pipeline=test_pipeline,
+    )
+    if val_interval > 0 and val_sources:
+        # Validation during training is optional: the evaluate stage measures the test split.
+        cfg.update(val_dataloader=dict(batch_size=1, num_workers=0, persistent_workers=False,
+                                       sampler=dict(type="DefaultSampler", shuffle=False),
+                                       dataset=dataset(val_sources, test_pipeline)),
+                   val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]),
+                   val_cfg=dict(type="ValLoop"))
+    return Config(cfg)

@@ -1,0 +1,192 @@
+"""Train one segmenter run (variant x seed) with mmengine's Runner, resumably, on CPU or under
+torchrun (gloo), and export a slim checkpoint that loads with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import Runner
+
+from synthdrive.conditions import Condition
+from synthdrive.dataset import Dataset, atomic_dir, write_json
+from synthdrive.errors import UserError
+from synthdrive.segment.config import build_config
+from synthdrive.segment.data import EXTRA, REAL, condition_of
+from synthdrive.segment.photometric import condition_stats
+
+VARIANTS = ("real", "real_aug", "real_synth")
+
+# What mmengine's full checkpoints (message hub, resume state) hold besides tensors. Allow-listing
+# them keeps torch's weights_only loading on for every load (shared/notes/mm-stack.md), instead of
+# TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, which would turn it off for the whole process. ``getattr``:
+# HistoryBuffer pickles its statistics methods as getattr(HistoryBuffer, "min") etc.; the
+# unpickler still refuses to call anything not allow-listed.
+SAFE_GLOBALS = [getattr, HistoryBuffer, np.ndarray, np.dtype, np._core.multiarray._reconstruct,
+                np._core.multiarray.scalar, np.dtypes.Float64DType, np.dtypes.Float32DType,
+                np.dtypes.Int64DType, np.dtypes.Int32DType, np.dtypes.BoolDType]
+
+
+def safe_globals():
+    """Context manager allowing mmengine's checkpoint types under weights_only loading."""
+    return torch.serialization.safe_globals(SAFE_GLOBALS)
+
+
+def extra_per_batch(real_batch: int, ratio: float) -> int:
+    """Extra (synthetic or shifted) frames per batch so they make ``ratio`` of the mixed batch."""
+    if not 0 <= ratio < 1:
+        raise UserError(f"params.yaml: segmenter.mix.ratio={ratio} must be in [0, 1)")
+    return int(round(real_batch * ratio / (1 - ratio)))
+
+
+def variant_sources(variant: str, *, raw: Path, synthetic: Path | None = None,
+                    kept: Path | None = None, ignore_classes=(), shift_targets=(),
+                    shift_stats: dict | None = None) -> list[dict]:
+    """Training sources of a variant: real train frames, plus the extra pool for mixed variants."""
+    real = dict(root=str(raw), splits=["train"], role=REAL)
+    if variant == "real":
+        return [real]
+    if variant == "real_aug":
+        if not shift_targets:
+            raise UserError("real_aug has no target conditions: set segmenter.real_aug.targets, or "
+                            "give the real train split more than one condition")
+        return [real, dict(root=str(raw), splits=["train"], role=EXTRA, shift_to=list(shift_targets),
+                           shift_stats=shift_stats or {})]
+    if variant == "real_synth":
+        if synthetic is None or not (synthetic / "index.jsonl").is_file():
+            raise UserError(f"{synthetic}: no synthetic dataset; run the synthesize stage first")
+        return [real, dict(root=str(synthetic), splits=None, role=EXTRA,
+                           ids=str(kept) if kept else None, ignore_classes=list(ignore_classes))]
+    raise UserError(f"unknown segmenter variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+
+
+class TrackingHook(Hook):
+    """Forwards training losses to a callable (our MLflow stage run) every ``interval`` iterations."""
+
+    priority = "LOW"
+
+    def __init__(self, log_fn: Callable[[dict, int], None], interval: int):
+        self.log_fn, self.interval = log_fn, interval
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        step = runner.iter + 1
+        if outputs and (step % self.interval == 0 or step == runner.max_iters):
+            self.log_fn({k: float(v.detach()) for k, v in outputs.items()}, step)
+
+
+def _init_distributed() -> str:
+    """'pytorch' under torchrun, else 'none'. The process group is made here with gloo because
+    mmengine's own init calls torch.cuda.set_device, which fails on a machine without a GPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return "none"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="gloo" if not torch.cuda.is_available() else "nccl")
+    return "pytorch"
+
+
+def _maybe_resume(cfg: Config, work_dir: Path, resume: bool) -> None:
+    """Resume from work_dir's last checkpoint when the config there is the same as this one."""
+    saved = work_dir / "run_config.py"
+    text = cfg.pretty_text
+    if resume and saved.is_file() and saved.read_text() == text and (work_dir / "last_checkpoint").is_file():
+        cfg.resume = True
+    work_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(text)
+
+
+def train(cfg: Config, out_dir: Path, *, resume: bool = True,
+          log_fn: Callable[[dict, int], None] | None = None, log_interval: int = 10) -> dict | None:
+    """Train, then (rank 0) write ``out_dir``/{model.pth, config.py, train.json} atomically.
+
+    Returns the training summary on rank 0, None on other ranks.
+    """
+    # Tiny Adam second moments and clipped gradients underflow into float32 denormals, which
+    # this CPU computes ~10x slower (benchmarks/segmenter.py: 5.0 vs 0.35 s/iter); flush them to 0.
+    torch.set_flush_denormal(True)
+    cfg = cfg.copy()
+    cfg.launcher = _init_distributed()
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    work_dir = Path(cfg.work_dir)
+    if rank == 0:
+        _maybe_resume(cfg, work_dir, resume)
+    if world > 1:
+        flag = [bool(cfg.get("resume"))]
+        torch.distributed.broadcast_object_list(flag, src=0)
+        cfg.resume = flag[0]
+    runner = Runner.from_cfg(cfg)
+    if log_fn is not None and rank == 0:
+        runner.register_hook(TrackingHook(log_fn, log_interval))
+    t0 = time.perf_counter()
+    with safe_globals():  # resume loads a full mmengine checkpoint
+        runner.train()
+    seconds = time.perf_counter() - t0
+    if rank != 0:
+        return None
+    sampler = runner.train_dataloader.sampler
+    iters = int(cfg.train_cfg.max_iters)
+    summary = {
+        "iters": iters, "world_size": world, "resumed": bool(cfg.resume),
+        "real_per_batch": sampler.real_per_batch, "extra_per_batch": sampler.extra_per_batch,
+        "real_samples_seen": iters * sampler.real_per_batch * world,
+        "extra_samples_seen": iters * sampler.extra_per_batch * world,
+        "real_pool": len(sampler.pools[REAL]), "extra_pool": len(sampler.pools[EXTRA]),
+        "train_seconds": round(seconds, 1), "seconds_per_iter": round(seconds / max(iters, 1), 3),
+        "final_losses": {k: round(float(v.current()), 4) for k, v in runner.message_hub.log_scalars.items()
+                         if k.startswith("train/loss")},
+    }
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    export_cfg = cfg.copy()
+    export_cfg.resume, export_cfg.launcher = False, "none"
+    with atomic_dir(out_dir) as tmp:
+        # Tensors and plain types only: loads with weights_only=True and no allow-list.
+        torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "meta": {"iters": iters, "seed": int(cfg.randomness.seed),
+                             "dataset_meta": {"classes": list(cfg.train_dataloader.dataset.metainfo["classes"])}}}, tmp / "model.pth")
+        export_cfg.dump(str(tmp / "config.py"))
+        write_json(tmp / "train.json", summary)
+    return summary
+
+
+def shift_targets(records: list[dict], targets) -> list[str]:
+    """real_aug's target conditions: a list from params, or "auto" = every condition of the real
+    train split except the most frequent one (the rare subgroups a synthesizer would target)."""
+    if targets != "auto":
+        return [str(Condition.parse(t)) for t in targets]
+    counts = Counter(condition_of(r) for r in records)
+    common = counts.most_common(1)[0][0] if counts else None
+    return sorted(c for c in counts if c != common)
+
+
+def run_config(seg, *, label_space: str, variant: str, seed: int, raw: Path, synthetic: Path,
+               kept: Path, work_dir: Path, tracking_uri: str | None = None) -> Config:
+    """The Runner config of one (variant, seed) run from params.yaml's ``segmenter`` section."""
+    if variant not in VARIANTS:
+        raise UserError(f"unknown segmenter variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+    real = Dataset(raw)
+    train_records = real.split("train")
+    if not train_records:
+        raise UserError(f"{raw}: no train frames; the segmenter needs a train split")
+    extra = 0 if variant == "real" else extra_per_batch(int(seg["train.batch_size"]), float(seg["mix.ratio"]))
+    kwargs: dict = {}
+    if variant == "real_aug":
+        kwargs["shift_targets"] = shift_targets(train_records, seg["real_aug.targets"])
+        kwargs["shift_stats"] = condition_stats(real, train_records)
+    elif variant == "real_synth":
+        if not kept.is_file():
+            raise UserError(f"{kept}: missing; run `dvc repro filter_synthetic` first")
+        kwargs.update(synthetic=synthetic, kept=kept,
+                      ignore_classes=json.loads(kept.read_text()).get("ignore_class_ids", []))
+    sources = variant_sources(variant, raw=raw, **kwargs)
+    return build_config(seg.to_dict(), label_space=label_space, train_sources=sources,
+                        val_sources=[dict(root=str(raw), splits=["val"])], work_dir=work_dir, seed=seed,
+                        extra_per_batch=extra, tracking_uri=tracking_uri)

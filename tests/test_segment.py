@@ -1,0 +1,362 @@
+"""Segmentation: generated mmseg configs, our dataset as an mmseg dataset, equal real exposure,
+the real_aug control, training + weights_only checkpoints, mIoU via IoUMetric, the filter and
+evaluate stages, and 2-process torchrun training on CPU (gloo)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synthdrive.dataset import Dataset, DatasetWriter
+from synthdrive.errors import UserError
+from synthdrive.params import Params
+
+COLORS = {0: (120, 160, 220), 1: (150, 70, 60), 3: (90, 90, 95), 4: (170, 160, 150), 8: (200, 30, 30)}
+GAIN = {"day": 1.0, "dusk": 0.55, "night": 0.25}
+H, W = 64, 128
+
+
+def _frame(rng, time_of_day: str):
+    """A street-like frame: building, sky, road, pavement and car boxes, dimmed by time of day."""
+    label = np.zeros((H, W), np.uint8)
+    horizon = H // 2 + int(rng.integers(-6, 7))
+    label[:horizon, : W // 3] = 1
+    label[horizon:] = 3
+    label[horizon + (H - horizon) // 2:, : W // 4] = 4
+    for _ in range(int(rng.integers(1, 3))):
+        x = int(rng.integers(0, W - W // 6))
+        label[horizon - 5: horizon + 6, x: x + W // 6] = 8
+    image = np.zeros((H, W, 3), np.float32)
+    for cls, col in COLORS.items():
+        image[label == cls] = col
+    image = image * GAIN[time_of_day] + rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def make_dataset(root: Path, counts: dict, conditions, seed: int = 0, prefix: str = "f") -> Path:
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(root, "camvid11", source="test", height=H, width=W) as dw:
+        k = 0
+        for split, n in counts.items():
+            for i in range(n):
+                weather, tod = conditions[k % len(conditions)].split("-")
+                image, label = _frame(rng, tod)
+                dw.add({"id": f"{prefix}_{split}_{i:03d}", "split": split, "weather": weather,
+                        "time_of_day": tod, "source": "test",
+                        "target_condition": f"{weather}-{tod}"}, image, label)
+                k += 1
+    return root
+
+
+REAL_CONDITIONS = ("clear-day", "clear-day", "clear-dusk", "rain-night")
+SYNTH_CONDITIONS = ("clear-dusk", "rain-night")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("segdata")
+    raw = make_dataset(root / "raw", {"train": 12, "val": 4, "test": 8}, REAL_CONDITIONS)
+    synthetic = make_dataset(root / "synthetic", {"train": 6}, SYNTH_CONDITIONS, seed=1, prefix="syn")
+    return {"root": root, "raw": raw, "synthetic": synthetic}
+
+
+def tiny_segmenter(**train) -> Params:
+    """params.yaml's segmenter section, shrunk for tests."""
+    import yaml
+
+    from tests.conftest import REPO, deep_update
+
+    seg = yaml.safe_load((REPO / "params.yaml").read_text())["segmenter"]
+    deep_update(seg, {"height": H, "width": W,
+                      "model": {"mask2former": {"channels": 32, "heads": 2, "ffn_channels": 64, "num_queries": 8,
+                                                "encoder_layers": 1, "decoder_layers": 1, "num_points": 256},
+                                "segformer": {"channels": 32}, "fcn": {"channels": 32}},
+                      "train": {"iters": 3, "log_interval": 1, "checkpoint_interval": 3, "threads": 1,
+                                "num_workers": 0, "nproc": 1, **train}})
+    return Params(seg, "segmenter")
+
+
+def _config(data, variant="real", seed=0, work=None, **train):
+    from synthdrive.segment.train import run_config
+
+    kept = data["root"] / "kept.json"
+    kept.write_text(json.dumps({"kept": [r["id"] for r in Dataset(data["synthetic"]).records][:4],
+                                "ignore_class_ids": [8]}))
+    return run_config(tiny_segmenter(**train), label_space="camvid11", variant=variant, seed=seed,
+                      raw=data["raw"], synthetic=data["synthetic"], kept=kept,
+                      work_dir=work or data["root"] / f"work-{variant}")
+
+
+# --- configs -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["mask2former", "segformer", "fcn"])
+def test_generated_config_builds_with_label_space_classes(data, name):
+    import synthdrive.segment.data  # noqa: F401  (registers our plug-ins)
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    from synthdrive.segment.config import build_config
+
+    register_all_modules()
+    seg = tiny_segmenter().to_dict()
+    seg["model"]["name"] = name
+    cfg = build_config(seg, label_space="camvid11", train_sources=[dict(root=str(data["raw"]))], val_sources=[],
+                       work_dir="unused", seed=0)
+    model = MODELS.build(cfg.model)
+    assert cfg.model.decode_head.num_classes == 11
+    norms = {type(m).__name__ for m in model.modules()}
+    assert "SyncBatchNorm" not in norms and "BatchNorm2d" in norms
+    if name == "mask2former":
+        assert model.decode_head.num_queries == 8
+        assert model.decode_head.cls_embed.out_features == 12  # 11 classes + no-object
+        assert type(model.backbone).__name__ == "ResNet" and model.backbone.depth == 18
+    else:
+        assert model.decode_head.conv_seg.out_channels == 11
+    feats = model.extract_feat(torch.zeros(1, 3, H, W))
+    assert len(feats) == 4 and feats[0].shape[-2:] == (H // 4, W // 4)
+
+
+def test_config_errors_name_the_param(data, tmp_path):
+    from synthdrive.segment.config import build_config
+
+    seg = tiny_segmenter().to_dict()
+    seg["model"]["name"] = "deeplab"
+    with pytest.raises(UserError, match="segmenter.model.name"):
+        build_config(seg, label_space="camvid11", train_sources=[], val_sources=[], work_dir="x", seed=0)
+    seg["model"]["name"] = "mask2former"
+    seg["model"]["backbone_checkpoint"] = str(tmp_path / "missing.pth")
+    with pytest.raises(UserError, match="segmenter.model.backbone_checkpoint"):
+        build_config(seg, label_space="camvid11", train_sources=[], val_sources=[], work_dir="x", seed=0)
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def test_dataset_class_reads_our_format(data):
+    from mmseg.utils import register_all_modules
+
+    from synthdrive.segment.config import pipelines
+    from synthdrive.segment.data import SynthDriveDataset, metainfo
+
+    register_all_modules()
+    _, test_pipeline = pipelines(H, W, tiny_segmenter()["train"].to_dict())
+    kept_ids = [r["id"] for r in Dataset(data["synthetic"]).records][:2]
+    ds = SynthDriveDataset(sources=[dict(root=str(data["raw"]), splits=["test"]),
+                                    dict(root=str(data["synthetic"]), ids=kept_ids, role="extra",
+                                         ignore_classes=[8])],
+                           pipeline=test_pipeline, metainfo=metainfo("camvid11"))
+    assert len(ds) == 8 + 2
+    assert ds.metainfo["classes"][8] == "car"
+    info = ds.get_data_info(0)
+    assert info["condition"] == "clear-day" and info["role"] == "real"
+    sample = ds[0]["data_samples"]
+    raw = Dataset(data["raw"])
+    np.testing.assert_array_equal(sample.gt_sem_seg.data.squeeze(0).numpy(), raw.label(info["frame_id"]))
+    assert sample.metainfo["condition"] == "clear-day"
+    synth = ds[8]["data_samples"].gt_sem_seg.data.numpy()
+    assert (synth == 255).any() and not (synth == 8).any(), "ignore_classes must become 255"
+
+
+def test_mixed_batches_keep_real_exposure_equal(data):
+    """Count real frames per batch: the mixed variants see exactly the real-only variant's."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+
+    from synthdrive.segment.data import MixedInfiniteSampler
+
+    init_default_scope("mmseg")
+    counts = {}
+    for variant in ("real", "real_synth", "real_aug"):
+        cfg = _config(data, variant)
+        loader = cfg.train_dataloader
+        ds = DATASETS.build(loader.dataset)
+        sampler = MixedInfiniteSampler(ds, **{k: v for k, v in loader.sampler.items() if k != "type"})
+        stream = iter(sampler)
+        batches = [[next(stream) for _ in range(loader.batch_size)] for _ in range(50)]
+        roles = [[ds.get_data_info(i)["role"] for i in b] for b in batches]
+        counts[variant] = sum(r.count("real") for r in roles)
+        assert all(r.count("real") == 2 for r in roles)
+        extra = [ds.get_data_info(i) for b in batches for i in b if ds.get_data_info(i)["role"] == "extra"]
+        if variant == "real":
+            assert not extra
+        else:
+            assert len(extra) == 50 * 2  # mix ratio 0.5 on top of 2 real frames
+        if variant == "real_synth":
+            assert {e["frame_id"] for e in extra} <= set(json.loads((data["root"] / "kept.json").read_text())["kept"])
+        if variant == "real_aug":
+            assert all(e["shift_to"] for e in extra) and {e["frame_id"] for e in extra} <= {
+                r["id"] for r in Dataset(data["raw"]).split("train")}
+        # every real train frame is seen once per pass over the real pool
+        first_pass = [i for b in batches[:6] for i in b if ds.get_data_info(i)["role"] == "real"]
+        assert sorted(first_pass) == sorted(sampler.pools["real"])
+    assert counts["real"] == counts["real_synth"] == counts["real_aug"] == 100
+
+
+def test_real_aug_shifts_statistics_toward_the_target(data):
+    from synthdrive.conditions import Condition
+    from synthdrive.segment.data import ConditionShift
+    from synthdrive.segment.photometric import condition_stats, lab_stats, shift_to_condition
+
+    raw = Dataset(data["raw"])
+    stats = condition_stats(raw, raw.split("train"))
+    assert set(stats) == {"clear-day", "clear-dusk", "rain-night"}
+    day = [r for r in raw.split("train") if r["time_of_day"] == "day"]
+    rng = np.random.default_rng(0)
+    image = raw.image(day[0]["id"])
+    before = lab_stats([image])
+    dusk = shift_to_condition(image, Condition("clear", "dusk"), stats, rng)
+    after = lab_stats([dusk])
+    target = stats["clear-dusk"]["mean"][0]
+    assert abs(after["mean"][0] - target) < abs(before["mean"][0] - target) / 3
+    assert after["mean"][0] < before["mean"][0] - 10
+    # a condition without real frames: presets (darker) plus fog overlay (lower contrast)
+    fog_night = shift_to_condition(image, Condition("fog", "night"), {}, rng)
+    assert lab_stats([fog_night])["std"][0] < before["std"][0]
+    # rain adds streaks: pixels brighter than the transferred image appear
+    rain = shift_to_condition(image, Condition("rain", "night"), stats, rng)
+    plain = shift_to_condition(image, Condition("clear", "night"), {"clear-night": stats["rain-night"]}, rng)
+    assert (rain.astype(int) - plain.astype(int) > 25).mean() > 0.005
+    # the mmseg transform: BGR in, only frames that carry shift_to
+    results = {"img": image[..., ::-1].copy(), "shift_to": ["clear-dusk"], "shift_stats": stats}
+    out = ConditionShift()(results)
+    assert out["condition"] == "clear-dusk" and out["img"].mean() < image.mean() - 10
+    untouched = ConditionShift()({"img": image.copy(), "shift_to": []})
+    np.testing.assert_array_equal(untouched["img"], image)
+
+
+# --- training, checkpoints, metrics ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(data):
+    from synthdrive.segment.train import train
+
+    torch.set_num_threads(1)
+    cfg = _config(data, "real", work=data["root"] / "work-trained")
+    out = data["root"] / "models" / "real-0"
+    logged = []
+    summary = train(cfg, out, log_fn=lambda m, step: logged.append((step, m)), log_interval=1)
+    return {"out": out, "summary": summary, "logged": logged, "cfg": cfg}
+
+
+def test_training_writes_weights_only_checkpoints_and_resumes(trained, data):
+    from synthdrive.segment.train import safe_globals, train
+
+    out, summary = trained["out"], trained["summary"]
+    assert summary["iters"] == 3 and summary["real_samples_seen"] == 6 and summary["extra_samples_seen"] == 0
+    assert [s for s, _ in trained["logged"]] == [1, 2, 3] and "loss" in trained["logged"][0][1]
+    slim = torch.load(out / "model.pth", weights_only=True)  # tensors only: no allow-list needed
+    assert any(k.startswith("decode_head.") for k in slim["state_dict"])
+    assert slim["meta"]["dataset_meta"]["classes"][0] == "sky"
+    full = Path(trained["cfg"].work_dir) / "iter_3.pth"
+    with pytest.raises(Exception, match="weights_only|Unsupported global"):
+        torch.load(full, weights_only=True)
+    with safe_globals():
+        ckpt = torch.load(full, weights_only=True)
+    assert ckpt["meta"]["iter"] == 3
+    # same config, same work dir: the run resumes (at its end already, so it trains nothing)
+    again = train(trained["cfg"], data["root"] / "models" / "again", log_fn=lambda m, s: None)
+    assert again["resumed"] is True
+
+
+def test_miou_matches_mmseg_iou_metric(trained, data):
+    from mmseg.evaluation import IoUMetric
+
+    from synthdrive.segment import evaluate as ev
+
+    model = ev.load_segmenter(trained["out"])
+    preds = ev.predict(model, data["raw"], splits=["val"], batch_size=2, keep={"f_val_000"})
+    assert len(preds) == 4 and preds[0].pred.shape == (H, W)
+    ours = ev.miou(preds, model.dataset_meta["classes"])
+    metric = IoUMetric(iou_metrics=["mIoU"])
+    metric.dataset_meta = model.dataset_meta
+    assert ours["mIoU"] == pytest.approx(metric.compute_metrics([p.areas for p in preds])["mIoU"])
+    assert 0 <= ours["mIoU"] <= 100 and ours["frames"] == 4
+    # a perfect prediction scores 100, classes absent from the frames have no IoU
+    label = torch.from_numpy(Dataset(data["raw"]).label("f_val_000"))
+    perfect = ev.Prediction("x", "clear-day", IoUMetric.intersect_and_union(label, label, 11, 255), None)
+    result = ev.miou([perfect], model.dataset_meta["classes"])
+    assert result["mIoU"] == 100.0 and result["per_class_iou"]["pedestrian"] is None
+
+
+def test_gain_is_called_a_gain_only_beyond_the_seed_spread():
+    from synthdrive.segment.evaluate import summarize
+
+    def result(overall):
+        return {"overall": {"mIoU": overall, "per_class_iou": {"sky": overall}},
+                "conditions": {"clear-dusk": {"mIoU": overall}}}
+
+    runs = {"real": {0: result(40.0), 1: result(42.0), 2: result(44.0)},
+            "real_synth": {0: result(42.0), 1: result(43.0), 2: result(44.0)},
+            "real_aug": {0: result(47.0), 1: result(47.5), 2: result(48.0)}}
+    s = summarize(runs)
+    assert s["variants"]["real"]["overall"] == {"mean": 42.0, "spread": 2.0, "n": 3, "values": [40.0, 42.0, 44.0]}
+    assert s["gains"]["real_synth"]["overall"] == {"gain": 1.0, "verdict": "within seed spread"}
+    assert s["gains"]["real_aug"]["clear-dusk"]["verdict"] == "gain"
+    one = summarize({"real": {0: result(40.0)}, "real_synth": {0: result(45.0)}})
+    assert one["gains"]["real_synth"]["overall"]["verdict"].startswith("undetermined")
+
+
+def test_filter_and_evaluate_stages_write_per_condition_metrics(trained, data, workdir):
+    """filter_synthetic and evaluate as stage scripts on the tiny data (models copied in)."""
+    work = workdir.path
+    shutil.copytree(data["raw"], work / "data/raw")
+    shutil.copytree(data["synthetic"], work / "data/synthetic")
+    (work / "data/conditions.jsonl").write_text("".join(
+        json.dumps({"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]}) + "\n"
+        for r in Dataset(data["raw"]).records))
+    for variant in ("real", "real_aug", "real_synth"):
+        shutil.copytree(trained["out"], work / f"models/segmenter/{variant}-0")
+    small = {"segmenter": {"seeds": [0]}, "classify": {"use": "truth"},
+             "filter_synthetic": {"min_miou": 0.0, "ignore_classes": ["pole"], "threads": 1},
+             "evaluate": {"threads": 1, "grid_frames": 3, "batch_size": 4,
+                          "fid": {"height": H, "width": W, "kid_subset_size": 2}}}
+    workdir.run("filter_synthetic", small)
+    kept = json.loads((work / "data/synthetic_filter.json").read_text())
+    assert len(kept["kept"]) == 6 and kept["ignore_class_ids"] == [2]
+    assert set(kept["per_condition"]) == set(SYNTH_CONDITIONS)
+    assert (work / "metrics/filter_synthetic_scores.png").stat().st_size > 1000
+    workdir.run("evaluate")
+    result = json.loads((work / "metrics/eval.json").read_text())
+    assert result["rare_conditions"] == ["clear-dusk", "rain-night"]
+    for variant in ("real", "real_aug", "real_synth"):
+        stats = result["variants"][variant]
+        assert set(stats["conditions"]) == {"clear-day", "clear-dusk", "rain-night"}
+        assert stats["overall"]["n"] == 1 and "rare" in stats
+        per_run = result["runs"][variant]["0"]
+        assert per_run["conditions"]["clear-dusk"]["frames"] == 2
+        assert set(per_run["overall"]["per_class_iou"]) >= {"sky", "car"}
+    # identical models: no gain, and one seed cannot call one anyway
+    assert result["gains"]["real_synth"]["overall"]["gain"] == 0.0
+    fid = result["fid"]["conditions"]
+    assert set(fid) == {"clear-dusk", "rain-night", "all_targets"}
+    assert fid["clear-dusk"]["fid"] is not None and fid["clear-dusk"]["real"] == 6
+    for png in ("eval_miou_by_condition.png", "eval_predictions.png"):
+        assert (work / "metrics" / png).stat().st_size > 1000
+    # a changed threshold that keeps nothing is a clear error
+    proc = workdir.run("filter_synthetic", {"filter_synthetic": {"min_miou": 101.0}}, check=False)
+    assert proc.returncode == 1 and "filter_synthetic.min_miou" in proc.stderr
+
+
+# --- distributed -----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(data, workdir):
+    """The stage relaunches itself under torchrun (segmenter.train.nproc: 2); gloo on CPU."""
+    work = workdir.path
+    shutil.copytree(data["raw"], work / "data/raw")
+    seg = tiny_segmenter(iters=2, nproc=2, checkpoint_interval=2).to_dict()
+    workdir.set_params({"segmenter": seg})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
+    proc = subprocess.run([sys.executable, "stages/train_segmenter.py", "--variant", "real", "--seed", "0"],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((work / "models/segmenter/real-0/train.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["real_samples_seen"] == 2 * 2 * 2  # iters x real batch x processes
+    assert torch.load(work / "models/segmenter/real-0/model.pth", weights_only=True)["state_dict"]
