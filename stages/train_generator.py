@@ -1,7 +1,9 @@
 """train_generator: data/raw -> models/generator (the backend in generator.backend), with sample
-grids and losses in MLflow and the quality-floor metrics in metrics/train_generator.json."""
+grids, losses and training health (quality floor, diversity across seeds) in MLflow and in
+metrics/train_generator.json."""
 import contextlib
 import tempfile
+import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -9,9 +11,9 @@ from tqdm import tqdm
 from synthdrive import generate, params, tracking, viz
 from synthdrive.conditions import USES, Condition, frame_conditions
 from synthdrive.dataset import Dataset, atomic_dir, write_json
-from synthdrive.errors import run_stage
+from synthdrive.errors import UserError, run_stage
 from synthdrive.generate.data import load_split
-from synthdrive.generate.floor import floor_metrics, sample_grid_tiles, warn_loudly
+from synthdrive.generate.floor import diversity, diversity_tiles, floor_metrics, sample_grid_tiles, warn_loudly
 
 RAW = Path("data/raw")
 CONDITIONS = Path("data/conditions.jsonl")
@@ -20,6 +22,7 @@ OUT = Path("models/generator")
 CHECKPOINTS = Path("models/generator.ckpt")
 METRICS = Path("metrics/train_generator.json")
 GRID = Path("metrics/generator_samples.png")
+DIVERSITY_GRID = Path("metrics/generator_diversity.png")
 GRID_CONDITIONS = [Condition("clear", "day"), Condition("rain", "day"), Condition("fog", "day"),
                    Condition("clear", "dusk"), Condition("clear", "night")]
 
@@ -37,36 +40,58 @@ def main() -> None:
         evaluate = cfg["eval_frames"] > 0  # 0: skip (e.g. ControlNet on a CPU: 50 passes an image)
         val = load_split(dataset, "val", height, width, conditions, limit=cfg["eval_frames"]) if evaluate else None
         snapshots = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="generator-samples-")))
+        seeds = cfg["diversity_seeds"]
+        if seeds < 2:
+            raise UserError(f"params.yaml: generator.diversity_seeds is {seeds}; it must be >= 2 "
+                            f"(renders per layout compared for diversity)")
+
+        def health(gen, all_conditions: bool) -> tuple[dict, list[str]]:
+            metrics, problems = floor_metrics(gen, train, val, cfg["eval_frames"], all_conditions=all_conditions)
+            metrics["diversity_l1"] = diversity(gen, val, cfg["eval_frames"], seeds)
+            return metrics, problems
 
         def on_step(step: int, losses: dict) -> None:
             run.log_metrics(losses, step=step)
 
+        eval_seconds = [0.0]
+
         def on_eval(step: int, gen) -> None:
-            metrics, _ = floor_metrics(gen, train, val, cfg["eval_frames"], all_conditions=False)
+            started = time.perf_counter()
+            metrics, _ = health(gen, all_conditions=False)
             run.log_metrics(metrics, step=step)
             tiles, captions = sample_grid_tiles(gen, val, 4, GRID_CONDITIONS)
             path = viz.save_png(viz.grid(tiles, captions, cols=2 + len(GRID_CONDITIONS)),
                                 snapshots / f"samples_step{step:06d}.png")
             run.log_artifact(path, "samples")
-            tqdm.write(f"step {step}: L1 {metrics['l1_generator']:.1f} (floor {metrics['l1_floor']:.1f})")
+            tqdm.write(f"step {step}: L1 {metrics['l1_generator']:.1f} (floor {metrics['l1_floor']:.1f}), "
+                       f"diversity {metrics['diversity_l1']:.1f}")
+            eval_seconds[0] += time.perf_counter() - started
 
+        start = time.perf_counter()
         generator.train(train, CHECKPOINTS, on_step=on_step, on_eval=on_eval if evaluate else None)
+        train_seconds = time.perf_counter() - start - eval_seconds[0]  # without the periodic evaluations
         with atomic_dir(OUT) as tmp:
             generator.save(tmp)
-        metrics, problems = {"trained_steps": getattr(generator, "trained_steps", 0)}, []
+        metrics = {"trained_steps": getattr(generator, "trained_steps", 0), "train_seconds": train_seconds}
+        problems = []
         if evaluate:
-            floor, problems = floor_metrics(generator, train, val, cfg["eval_frames"])
+            floor, problems = health(generator, all_conditions=True)
             metrics.update(floor)
             run.log_parent_metrics({"generator_l1": floor["l1_generator"],
-                                    "generator_l1_floor": floor["l1_floor"]})
+                                    "generator_l1_floor": floor["l1_floor"],
+                                    "generator_diversity_l1": floor["diversity_l1"]})
             tiles, captions = sample_grid_tiles(generator, val, 6, GRID_CONDITIONS)
             viz.save_png(viz.grid(tiles, captions, cols=2 + len(GRID_CONDITIONS)), GRID)
             run.log_artifact(GRID)
+            tiles, captions = diversity_tiles(generator, val, 4, seeds)
+            viz.save_png(viz.grid(tiles, captions, cols=1 + seeds), DIVERSITY_GRID)
+            run.log_artifact(DIVERSITY_GRID)
         write_json(METRICS, metrics)
         run.log_metrics(metrics)
         run.log_artifact(METRICS)
         warn_loudly(problems)
-        summary = (f"L1 {metrics['l1_generator']:.1f} vs floor {metrics['l1_floor']:.1f}; grid {GRID}"
+        summary = (f"L1 {metrics['l1_generator']:.1f} vs floor {metrics['l1_floor']:.1f}, diversity "
+                   f"{metrics['diversity_l1']:.1f}; grids {GRID}, {DIVERSITY_GRID}"
                    if evaluate else "no floor evaluation (generator.eval_frames = 0)")
         print(f"train_generator: {cfg['backend']} -> {OUT}; {summary}")
 

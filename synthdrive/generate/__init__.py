@@ -7,6 +7,8 @@ ignore) plus a target condition into an RGB image. Backends:
               a GAN learns layout-faithful scenes in CPU-minutes where diffusion learns nothing)
   sdm         SPADE-conditioned diffusion U-Net (DDPM training, DDIM + classifier-free guidance
               sampling): a GPU backend
+  pix2pix     U-Net + 70x70 PatchGAN + L1 x 100 (Isola et al.): a mask-to-image GAN baseline
+  vae         layout- and condition-conditioned VAE with the SPADE decoder: the small-data baseline
   controlnet  Stable Diffusion + seg ControlNet from local weight folders; needs no training
 
 Modules are imported lazily so a backend's heavy imports cost nothing when unused.
@@ -28,6 +30,8 @@ from synthdrive.params import Params
 BACKENDS = {
     "spade_gan": "synthdrive.generate.spade_gan",
     "sdm": "synthdrive.generate.sdm",
+    "pix2pix": "synthdrive.generate.pix2pix",
+    "vae": "synthdrive.generate.vae",
     "controlnet": "synthdrive.generate.controlnet",
 }
 MANIFEST = "generator.json"

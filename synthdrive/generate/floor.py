@@ -6,11 +6,15 @@
 - Mean grey level per condition of renders of the same layouts, against the real frames of that
   condition, both as a ratio to the reference condition (clear-day when present): dusk and night
   renders must be darker by about the real data's ratio.
+- Diversity (against mode collapse): mean pairwise L1 (0-255) between renders of one layout in
+  its own condition with different seeds. Pixel L1, not a learned feature distance (LPIPS needs
+  downloaded weights): 0 means the generator ignores its latent.
 """
 from __future__ import annotations
 
 import warnings
 from collections import Counter
+from itertools import combinations
 
 import numpy as np
 import torch
@@ -106,6 +110,31 @@ def floor_metrics(generator, train: TrainData, val: TrainData, frames: int, seed
             problems.append(f"{c} renders have brightness {gen_ratio:.2f} x {ref} but real {c} "
                             f"frames {real_ratio:.2f} x: the condition is not learned")
     return metrics, problems
+
+
+def diversity(generator, val: TrainData, frames: int, seeds: int, seed: int = 0) -> float:
+    """Mean pairwise L1 (0-255) between ``seeds`` renders of each of the first ``frames`` val layouts."""
+    n = min(frames, len(val))
+    layouts = np.repeat(val.layouts[:n].numpy(), seeds, 0)
+    conditions = [c for c in val.conditions[:n] for _ in range(seeds)]
+    renders = generator.sample(layouts, conditions, [seed + i for i in range(n * seeds)])
+    renders = renders.reshape(n, seeds, *renders.shape[1:]).astype(np.float64)
+    return float(np.mean([np.abs(renders[:, a] - renders[:, b]).mean()
+                          for a, b in combinations(range(seeds), 2)]))
+
+
+def diversity_tiles(generator, val: TrainData, rows: int, seeds: int,
+                    seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Tiles for a grid: per val layout, its label, then its renders with ``seeds`` seeds."""
+    n = min(rows, len(val))
+    layouts = val.layouts[:n].numpy()
+    tiles, captions = [], []
+    for i in range(n):
+        renders = generator.sample(layouts[[i] * seeds], [val.conditions[i]] * seeds,
+                                   [seed + k for k in range(seeds)])
+        tiles += [colorize(layouts[i], generator.label_space), *renders]
+        captions += [val.ids[i][:18]] + [f"seed {seed + k}" for k in range(seeds)]
+    return tiles, captions
 
 
 def warn_loudly(problems: list[str]) -> None:

@@ -22,13 +22,12 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.training_utils import EMAModel
 from torch.nn.utils.parametrizations import spectral_norm
-from tqdm import tqdm
 
 from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition
 from synthdrive.errors import UserError
 from synthdrive.generate import EvalCallback, Generator, StepCallback, write_manifest
 from synthdrive.generate.data import TrainData, condition_ids, one_hot, to_uint8
-from synthdrive.generate.training import Checkpoint, fingerprint, seeded_normal, step_rng
+from synthdrive.generate.training import Checkpoint, fingerprint, seeded_normal, step_rng, train_loop
 from synthdrive.labels import get as label_space
 from synthdrive.params import Params
 
@@ -144,7 +143,11 @@ class PatchDiscriminator(ModelMixin, ConfigMixin):
 
 
 class SpadeGAN(Generator):
+    """Also the base of the backends whose net has the same call signature (pix2pix, vae):
+    they share sampling (the latent from each item's seed), save and load."""
+
     backend = "spade_gan"
+    NET: type[ModelMixin] = SPADEGenerator  # the class save_pretrained wrote, for load
 
     def __init__(self, net: SPADEGenerator, label_space: str, size: tuple[int, int],
                  cfg: dict | None = None, trained_steps: int = 0):
@@ -162,9 +165,7 @@ class SpadeGAN(Generator):
     def train(self, data: TrainData, checkpoint_dir: Path | None, on_step: StepCallback | None = None,
               on_eval: EvalCallback | None = None) -> None:
         cfg, g = self.cfg, self.cfg["spade_gan"]
-        if data.num_classes != self.net.config.num_classes:
-            raise UserError(f"training data has {data.num_classes} classes but the generator "
-                            f"{self.net.config.num_classes}; check labels.space")
+        self.check_classes(data)
         seed, batch_size, iterations = cfg["seed"], g["batch_size"], g["iterations"]
         torch.manual_seed(seed + 1)
         disc = PatchDiscriminator(num_classes=data.num_classes, channels=g["d_channels"],
@@ -176,19 +177,8 @@ class SpadeGAN(Generator):
         ckpt = Checkpoint(checkpoint_dir, self.backend, fingerprint(cfg, self.backend, data),
                           enabled=cfg.get("resume", True))
         state = {"generator": self.net, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d, "ema": ema}
-        start = ckpt.resume(state, iterations)
 
-        def with_ema(fn) -> None:
-            ema.store(self.net.parameters())
-            ema.copy_to(self.net.parameters())
-            try:
-                fn()
-            finally:
-                ema.restore(self.net.parameters())
-
-        self.net.train()
-        disc.train()
-        for step in tqdm(range(start, iterations), desc="train spade_gan", initial=start, total=iterations):
+        def step_fn(step: int) -> dict:
             # Batch, flips and noise are a function of (seed, step): a resumed run replays exactly.
             rng = step_rng(seed, step)
             index = rng.integers(0, len(data), batch_size)
@@ -208,7 +198,6 @@ class SpadeGAN(Generator):
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
-            ema.step(self.net.parameters())
 
             pred_fake_d = disc(seg, weather, time, fake.detach())
             loss_d = torch.stack([F.relu(1 - r[-1]).mean() + F.relu(1 + f[-1]).mean()
@@ -216,19 +205,15 @@ class SpadeGAN(Generator):
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
+            return {"loss_g": loss_g.item(), "loss_g_adv": adv.item(), "loss_g_fm": fm.item(),
+                    "loss_g_l1": l1.item(), "loss_d": loss_d.item()}
 
-            done = step + 1
-            if on_step:
-                on_step(done, {"loss_g": loss_g.item(), "loss_g_adv": adv.item(), "loss_g_fm": fm.item(),
-                               "loss_g_l1": l1.item(), "loss_d": loss_d.item()})
-            if done % cfg["checkpoint_every"] == 0 or done == iterations:
-                ckpt.save(state, done)
-            if on_eval and (done % cfg["sample_every"] == 0 or done == iterations):
-                self.trained_steps = done
-                with_ema(lambda: on_eval(done, self))
-                self.net.train()
-        ema.copy_to(self.net.parameters())
-        self.trained_steps = iterations
+        train_loop(self, ema, state, ckpt, iterations, cfg, step_fn, on_step, on_eval)
+
+    def check_classes(self, data: TrainData) -> None:
+        if data.num_classes != self.net.config.num_classes:
+            raise UserError(f"training data has {data.num_classes} classes but the generator "
+                            f"{self.net.config.num_classes}; check labels.space")
 
     @torch.no_grad()
     def sample(self, layouts: np.ndarray, conditions: Sequence[Condition], seeds: Sequence[int],
@@ -249,7 +234,7 @@ class SpadeGAN(Generator):
 
     @classmethod
     def load(cls, path: Path, manifest: dict) -> "SpadeGAN":
-        net = SPADEGenerator.from_pretrained(Path(path) / "generator")
+        net = cls.NET.from_pretrained(Path(path) / "generator")
         return cls(net.eval(), manifest["label_space"], (manifest["height"], manifest["width"]),
                    trained_steps=manifest["trained_steps"])
 

@@ -6,16 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from synthdrive.generate.data import TrainData
 
 # Settings that only say how long or how often: changing them keeps a checkpoint resumable
 # (raising iterations continues training from the last checkpoint).
-CADENCE = {"iterations", "sample_every", "checkpoint_every", "resume", "eval_frames"}
+CADENCE = {"iterations", "sample_every", "checkpoint_every", "resume", "eval_frames", "diversity_seeds"}
 
 
 class Stateful(Protocol):
@@ -70,3 +71,35 @@ def seeded_normal(seeds, shape: tuple[int, ...]) -> torch.Tensor:
     """One standard-normal tensor of ``shape`` per seed, stacked: item i depends on seed i only."""
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s) % 2**63))
                         for s in seeds])
+
+
+def train_loop(generator, ema, state: dict[str, Stateful], ckpt: Checkpoint, iterations: int, cfg: dict,
+               step_fn: Callable[[int], dict], on_step=None, on_eval=None) -> None:
+    """The loop every GAN/VAE backend shares: resume, ``step_fn(step) -> losses`` (the backend's
+    update for that step), EMA of ``generator.net``, checkpoints and the evaluation callback on
+    the EMA weights at the cadence in ``cfg``; ends with the EMA weights in ``generator.net``."""
+    net = generator.net
+    start = ckpt.resume(state, iterations)
+    for obj in state.values():
+        if isinstance(obj, torch.nn.Module):
+            obj.train()
+    for step in tqdm(range(start, iterations), desc=f"train {generator.backend}", initial=start,
+                     total=iterations):
+        losses = step_fn(step)
+        ema.step(net.parameters())
+        done = step + 1
+        if on_step:
+            on_step(done, losses)
+        if done % cfg["checkpoint_every"] == 0 or done == iterations:
+            ckpt.save(state, done)
+        if on_eval and (done % cfg["sample_every"] == 0 or done == iterations):
+            generator.trained_steps = done
+            ema.store(net.parameters())
+            ema.copy_to(net.parameters())
+            try:
+                on_eval(done, generator)
+            finally:
+                ema.restore(net.parameters())
+            net.train()
+    ema.copy_to(net.parameters())
+    generator.trained_steps = iterations
