@@ -37,7 +37,7 @@ def main() -> None:
     out = Path("models/segmenter") / name
     rank = int(os.environ.get("RANK", "0"))
     cfg = run_config(seg, label_space=p["labels.space"], variant=args.variant, seed=args.seed, raw=RAW,
-                     synthetic=SYNTHETIC, kept=KEPT, work_dir=params.repo_root() / "models/.segmenter_work" / name,
+                     synthetic=SYNTHETIC, kept=KEPT, work_dir=Path("models/.segmenter_work") / name,
                      tracking_uri=tracking.tracking_uri())
     if rank != 0:
         train(cfg, out, resume=bool(seg["train.resume"]))
