@@ -73,13 +73,22 @@ def validate(name: str, runs: list[dict], params: params_mod.Params, file: Path 
                              f"sweep a single value inside it")
 
 
+def hydra_value(value) -> str:
+    """``value`` in Hydra's override grammar (how DVC parses ``-S``): JSON numbers, lists and
+    double-quoted strings, but dict keys bare (``{match:"x*",split:test}``; quoted keys are refused)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    return json.dumps(value)
+
+
 def set_args(overrides: dict) -> list[str]:
-    """``-S key=value`` arguments. DVC parses the value with Hydra's override grammar, which
-    reads JSON numbers, lists and double-quoted strings; plain words pass as they are."""
+    """``-S key=value`` arguments; plain words pass as they are."""
     args = []
     for key, value in overrides.items():
         plain = isinstance(value, str) and re.fullmatch(r"[\w./-]+", value)
-        args += ["-S", f"{key}={value if plain else json.dumps(value)}"]
+        args += ["-S", f"{key}={value if plain else hydra_value(value)}"]
     return args
 
 

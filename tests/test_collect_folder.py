@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from synthdrive.dataset import Dataset
-from tests.conftest import make_folder_dataset
+from tests.conftest import REPO, make_folder_dataset
 
 FOLDER = {"collect": {"source": "folder", "height": 16, "width": 24}}
 
@@ -107,3 +107,40 @@ def test_real_camvid_import(camvid, workdir):
     ds.validate()
     label = ds.label(ds.split("val")[0]["id"])
     assert label.shape == (90, 120) and set(np.unique(label)) <= set(range(11)) | {255}
+
+
+def test_resplit_moves_frames_by_name(tmp_path, workdir):
+    src = make_folder_dataset(tmp_path / "src", n=3)
+    workdir.run("collect", _folder_params(src, resplit=[{"match": "train/0001TP_*", "split": "test"}]))
+    ds = Dataset(workdir.path / "data/raw")
+    assert {r["id"]: r["split"] for r in ds.records} == {
+        "test_0001TP_00000": "test", "train_0016E5_00001": "train", "train_0016E5_00002": "train"}
+
+
+@pytest.mark.parametrize("rule, expected", [
+    ({"match": "train/*", "split": "holdout"}, "collect.folder.resplit[0]"),
+    ({"match": "val/*", "split": "test"}, "matches no frame"),
+])
+def test_resplit_bad_rules_are_named(tmp_path, workdir, rule, expected):
+    src = make_folder_dataset(tmp_path / "src")
+    msg = _fails(workdir, _folder_params(src, resplit=[rule]), expected)
+    assert "collect.folder.resplit" in msg
+    assert not (workdir.path / "data/raw").exists()
+
+
+def test_camvid_profile_holds_out_a_dusk_block(camvid, workdir):
+    """The CamVid profile (sweep `camvid` in experiments/sweeps.yaml) gives a test split with real
+    dusk and day frames; its -S values reach the stage as DVC would write them."""
+    from synthdrive import sweep
+
+    profile = sweep.expand("camvid", sweep.load_sweep("camvid", REPO / "experiments/sweeps.yaml"))[0]
+    resplit = profile["collect.folder.resplit"]
+    workdir.run("collect", {"collect": {"source": "folder", "height": 45, "width": 60,
+                                        "folder": {"path": str(camvid), "resplit": resplit}}})
+    ds = Dataset(workdir.path / "data/raw")
+    test = ds.split("test")
+    assert sum(r["time_of_day"] == "dusk" for r in test) == 18
+    assert sum(r["time_of_day"] == "day" for r in test) == 80
+    assert sum(r["time_of_day"] == "dusk" for r in ds.split("train")) == 44
+    assert len(ds.split("val")) == 21
+    assert profile["collect.folder.path"] == "../shared/data/camvid"

@@ -36,7 +36,18 @@ def test_grid_runs_and_shared_overrides_expand():
                                           "collect.height": 8}
     assert runs[-1] == {"labels.space": "camvid11", "collect.width": 64}
     assert sweep.set_args({"a.b": 0.25, "c": "x", "d": [1, 2], "e": "a prompt: wet"}) == \
-        ["-S", "a.b=0.25", "-S", "c=x", "-S", "d=[1, 2]", "-S", 'e="a prompt: wet"']
+        ["-S", "a.b=0.25", "-S", "c=x", "-S", "d=[1,2]", "-S", 'e="a prompt: wet"']
+
+
+def test_set_args_values_round_trip_through_hydra():
+    """DVC parses -S values with Hydra's grammar: lists of dicts with glob strings must survive."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    value = [{"match": "train/0001TP_008*", "split": "test"}, {"match": "val/a b", "split": "val"}]
+    overrides = {"collect.folder.resplit": value, "segmenter.seeds": [0, 1, 2], "x": 0.5, "p": "a: b"}
+    args = sweep.set_args(overrides)
+    parsed = OverridesParser.create().parse_overrides(args[1::2])
+    assert {o.key_or_group: o.value() for o in parsed} == overrides
 
 
 @pytest.mark.parametrize("key,message", [("collect.widht", "does not have"),

@@ -7,16 +7,19 @@ Layouts (``collect.folder.layout``):
                <path>/gtFine/<split>/<city>/<n>_gtFine_labelTrainIds.png
 Native label ids pass through ``label_map`` (raw value -> id in ``label_space``) and
 ``ignore_ids`` (-> 255), then through the label-space tables into the pipeline's space.
+``resplit`` moves frames between splits by name, e.g. to hold out a contiguous block of a rare
+condition as a test set when the dataset ships none (CamVid's val has no dusk frame).
 """
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from synthdrive import labels
+from synthdrive import labels, params
 from synthdrive.dataset import SPLITS, DatasetError, DatasetWriter, check_pair, read_png
 from synthdrive.params import ParamError, Params
 
@@ -57,6 +60,29 @@ def _pairs(root: Path, layout: str, flat_split: str) -> list[tuple[str, Path, Pa
     return found
 
 
+def _resplit(rules, pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, Path, Path]]:
+    """Apply ``collect.folder.resplit``: the first rule whose ``match`` glob fits
+    ``<split>/<file stem>`` gives the frame its ``split``."""
+    rules = list(rules or [])
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or set(rule) != {"match", "split"} or rule["split"] not in SPLITS:
+            raise ParamError(f"params.yaml: collect.folder.resplit[{i}] is {rule!r}; each rule is "
+                             f"{{match: '<split>/<name glob>', split: one of {list(SPLITS)}}}")
+    used = [0] * len(rules)
+    moved = []
+    for split, image, label in pairs:
+        for i, rule in enumerate(rules):
+            if fnmatch.fnmatchcase(f"{split}/{image.stem}", rule["match"]):
+                split, used[i] = rule["split"], used[i] + 1
+                break
+        moved.append((split, image, label))
+    for rule, n in zip(rules, used):
+        if not n:
+            raise ParamError(f"params.yaml: collect.folder.resplit rule {rule!r} matches no frame "
+                             f"(names are matched as '<split>/<file stem>', e.g. 'train/0001TP_008*')")
+    return moved
+
+
 def _native_table(cfg: Params, native: labels.LabelSpace, target: str) -> tuple[np.ndarray, np.ndarray]:
     """(valid raw values mask, raw value -> pipeline id table), both indexed 0..255."""
     to_native = np.full(256, -1, np.int32)
@@ -77,9 +103,11 @@ def _native_table(cfg: Params, native: labels.LabelSpace, target: str) -> tuple[
 
 def collect(cfg: Params, writer: DatasetWriter, label_space: str) -> None:
     folder = cfg["folder"]
-    root = Path(folder["path"])
+    root = Path(folder["path"]).expanduser()
+    if not root.is_absolute():  # queued experiments run in a temp copy: resolve against the repo
+        root = params.repo_root() / root
     if not root.is_dir():
-        raise ParamError(f"params.yaml: collect.folder.path={str(root)!r} is not a folder; "
+        raise ParamError(f"params.yaml: collect.folder.path={folder['path']!r} ({root}) is not a folder; "
                          f"point it at the dataset")
     layout = folder.choice("layout", ("split_dirs", "flat", "cityscapes")) \
         if "layout" in folder else "split_dirs"
@@ -87,7 +115,7 @@ def collect(cfg: Params, writer: DatasetWriter, label_space: str) -> None:
     native = labels.get(folder["label_space"])
     valid, table = _native_table(folder, native, label_space)
     size = (cfg["width"], cfg["height"])
-    pairs = _pairs(root, layout, folder.get("flat_split", "train"))
+    pairs = _resplit(folder.get("resplit", []), _pairs(root, layout, folder.get("flat_split", "train")))
     for split, image_path, label_path in tqdm(pairs, desc="collect folder", unit="frame"):
         image = read_png(image_path, "RGB")
         raw = read_png(label_path, "L")
