@@ -1,7 +1,14 @@
 """train_generator: data/raw -> models/generator (the backend in generator.backend), with sample
 grids, losses and training health (quality floor, diversity across seeds) in MLflow and in
-metrics/train_generator.json."""
+metrics/train_generator.json.
+
+With generator.nproc > 1 the stage relaunches itself under torchrun: every rank trains (DDP, gloo
+on CPU, nccl on GPUs; synthdrive.generate.training.Distributed), rank 0 alone writes and logs.
+"""
 import contextlib
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +37,22 @@ GRID_CONDITIONS = [Condition("clear", "day"), Condition("rain", "day"), Conditio
 def main() -> None:
     p = params.load()
     cfg, use = p["generator"], p.choice("classify.use", USES)
+    nproc = cfg["nproc"]
+    if not isinstance(nproc, int) or nproc < 1:
+        raise UserError(f"params.yaml: generator.nproc is {nproc!r}; it must be an integer >= 1")
+    if nproc > 1 and cfg["backend"] == "controlnet":
+        raise UserError("params.yaml: generator.nproc > 1 but generator.backend controlnet trains nothing; "
+                        "set generator.nproc: 1")
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               __file__, *sys.argv[1:]]
+        sys.exit(subprocess.run(cmd).returncode)
+    if int(os.environ.get("RANK", "0")) != 0:  # a helper rank: train in step with rank 0, write nothing
+        dataset = Dataset(RAW)
+        generator = generate.create(cfg, dataset.meta["label_space"])
+        conditions = frame_conditions(dataset.records, CONDITIONS, use)
+        generator.train(load_split(dataset, "train", *generator.size, conditions), CHECKPOINTS)
+        return
     with tracking.stage_run("train_generator", {"generator": cfg.to_dict(), "classify.use": use}) as run, \
             contextlib.ExitStack() as stack:
         dataset = Dataset(RAW)
@@ -72,7 +95,10 @@ def main() -> None:
         train_seconds = time.perf_counter() - start - eval_seconds[0]  # without the periodic evaluations
         with atomic_dir(OUT) as tmp:
             generator.save(tmp)
-        metrics = {"trained_steps": getattr(generator, "trained_steps", 0), "train_seconds": train_seconds}
+        metrics = {"trained_steps": getattr(generator, "trained_steps", 0), "train_seconds": train_seconds,
+                   # processes that trained, and the largest weight difference between them (0: in sync)
+                   "world_size": getattr(generator, "world_size", 1),
+                   "rank_max_difference": getattr(generator, "rank_max_difference", 0.0)}
         problems = []
         if evaluate:
             floor, problems = health(generator, all_conditions=True)

@@ -27,7 +27,7 @@ from synthdrive.errors import UserError
 from synthdrive.generate import EvalCallback, StepCallback
 from synthdrive.generate.data import TrainData
 from synthdrive.generate.spade_gan import PatchDiscriminator, SpadeGAN, _num_classes
-from synthdrive.generate.training import Checkpoint, fingerprint, seeded_normal, step_rng, train_loop
+from synthdrive.generate.training import Checkpoint, distributed, fingerprint, seeded_normal, train_loop
 from synthdrive.params import Params
 
 
@@ -129,36 +129,40 @@ class Pix2Pix(SpadeGAN):
                           enabled=cfg.get("resume", True))
         state = {"generator": self.net, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d, "ema": ema}
 
-        def step_fn(step: int) -> dict:
-            rng = step_rng(seed, step)
-            index = rng.integers(0, len(data), batch_size)
-            seg, weather, time, real = data.batch(index, rng.random(batch_size) < 0.5)
-            z = seeded_normal(rng.integers(0, 2**62, batch_size), (self.net.config.z_dim,))
-            torch.manual_seed(int(rng.integers(0, 2**62)))  # dropout masks: a function of (seed, step)
-            fake = self.net(seg, weather, time, z)
+        with distributed() as dist:
+            net_g, net_d = dist.wrap(self.net), dist.wrap(disc)  # DDP with several processes
 
-            disc.requires_grad_(False)
-            logits_fake = disc(seg, weather, time, fake)[0][-1]
-            disc.requires_grad_(True)
-            adv = F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
-            l1 = F.l1_loss(fake, real)
-            loss_g = adv + g["l1_weight"] * l1
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            def step_fn(step: int) -> dict:
+                rng = dist.rng(seed, step)
+                index = rng.integers(0, len(data), batch_size)
+                seg, weather, time, real = data.batch(index, rng.random(batch_size) < 0.5)
+                z = seeded_normal(rng.integers(0, 2**62, batch_size), (self.net.config.z_dim,))
+                torch.manual_seed(int(rng.integers(0, 2**62)))  # dropout masks: by (seed, step, rank)
+                fake = net_g(seg, weather, time, z)
 
-            logits_real = disc(seg, weather, time, real)[0][-1]
-            logits_fake = disc(seg, weather, time, fake.detach())[0][-1]
-            # Halved as in the paper: D learns at half G's rate.
-            loss_d = 0.5 * (F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
-                            + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            return {"loss_g": loss_g.item(), "loss_g_adv": adv.item(), "loss_g_l1": l1.item(),
-                    "loss_d": loss_d.item()}
+                disc.requires_grad_(False)
+                logits_fake = net_d(seg, weather, time, fake)[0][-1]
+                disc.requires_grad_(True)
+                adv = F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
+                l1 = F.l1_loss(fake, real)
+                loss_g = adv + g["l1_weight"] * l1
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
 
-        train_loop(self, ema, state, ckpt, g["iterations"], cfg, step_fn, on_step, on_eval)
+                logits_real = net_d(seg, weather, time, real)[0][-1]
+                logits_fake = net_d(seg, weather, time, fake.detach())[0][-1]
+                # Halved as in the paper: D learns at half G's rate.
+                bce = F.binary_cross_entropy_with_logits
+                loss_d = 0.5 * (bce(logits_real, torch.ones_like(logits_real))
+                                + bce(logits_fake, torch.zeros_like(logits_fake)))
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                return {"loss_g": loss_g.item(), "loss_g_adv": adv.item(), "loss_g_l1": l1.item(),
+                        "loss_d": loss_d.item()}
+
+            train_loop(self, ema, state, ckpt, g["iterations"], cfg, step_fn, on_step, on_eval, dist)
 
 
 GENERATOR = Pix2Pix

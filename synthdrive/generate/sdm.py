@@ -20,13 +20,13 @@ from diffusers import ConfigMixin, DDIMScheduler, DDPMScheduler, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.training_utils import EMAModel
-from tqdm import tqdm
 
 from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition
 from synthdrive.errors import UserError
 from synthdrive.generate import EvalCallback, Generator, StepCallback, write_manifest
 from synthdrive.generate.data import NULL_TIME, NULL_WEATHER, TrainData, condition_ids, one_hot, to_uint8
-from synthdrive.generate.training import Checkpoint, fingerprint, seeded_normal, step_rng
+from synthdrive.generate.training import (Checkpoint, distributed, fingerprint, rank_device, seeded_normal,
+                                         train_loop)
 from synthdrive.labels import get as label_space
 from synthdrive.params import Params
 
@@ -159,40 +159,30 @@ class SDM(Generator):
         ckpt = Checkpoint(checkpoint_dir, self.backend, fingerprint(cfg, self.backend, data),
                           enabled=cfg.get("resume", True))
         state = {"unet": self.unet, "opt": opt, "ema": ema}
-        start = ckpt.resume(state, iterations)
-        ema.to(self.device)
         steps = self.scheduler.config.num_train_timesteps
-        self.unet.train()
-        for step in tqdm(range(start, iterations), desc="train sdm", initial=start, total=iterations):
-            rng = step_rng(seed, step)
-            index = rng.integers(0, len(data), batch_size)
-            seg, weather, time, x0 = (t.to(self.device) for t in data.batch(index, rng.random(batch_size) < 0.5))
-            drop = torch.from_numpy(rng.random(batch_size) < s["uncond_prob"]).to(self.device)
-            seg = seg * ~drop[:, None, None, None]
-            weather = torch.where(drop, NULL_WEATHER, weather)
-            time = torch.where(drop, NULL_TIME, time)
-            noise = seeded_normal(rng.integers(0, 2**62, batch_size), tuple(x0.shape[1:])).to(self.device)
-            t = torch.from_numpy(rng.integers(0, steps, batch_size)).to(self.device)
-            pred = self.unet(self.scheduler.add_noise(x0, noise, t), t, seg, weather, time)
-            loss = F.mse_loss(pred, noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ema.step(self.unet.parameters())
-            done = step + 1
-            if on_step:
-                on_step(done, {"loss": loss.item()})
-            if done % cfg["checkpoint_every"] == 0 or done == iterations:
-                ckpt.save(state, done)
-            if on_eval and (done % cfg["sample_every"] == 0 or done == iterations):
-                self.trained_steps = done
-                ema.store(self.unet.parameters())
-                ema.copy_to(self.unet.parameters())
-                on_eval(done, self)
-                ema.restore(self.unet.parameters())
-                self.unet.train()
-        ema.copy_to(self.unet.parameters())
-        self.trained_steps = iterations
+        with distributed(self.device) as dist:
+            unet = dist.wrap(self.unet)  # DDP with several processes
+
+            def step_fn(step: int) -> dict:
+                rng = dist.rng(seed, step)
+                index = rng.integers(0, len(data), batch_size)
+                seg, weather, time, x0 = (t.to(self.device)
+                                          for t in data.batch(index, rng.random(batch_size) < 0.5))
+                drop = torch.from_numpy(rng.random(batch_size) < s["uncond_prob"]).to(self.device)
+                seg = seg * ~drop[:, None, None, None]
+                weather = torch.where(drop, NULL_WEATHER, weather)
+                time = torch.where(drop, NULL_TIME, time)
+                noise = seeded_normal(rng.integers(0, 2**62, batch_size), tuple(x0.shape[1:])).to(self.device)
+                t = torch.from_numpy(rng.integers(0, steps, batch_size)).to(self.device)
+                pred = unet(self.scheduler.add_noise(x0, noise, t), t, seg, weather, time)
+                loss = F.mse_loss(pred, noise)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                return {"loss": loss.item()}
+
+            train_loop(self, ema, state, ckpt, iterations, cfg, step_fn, on_step, on_eval, dist,
+                       net=self.unet)
 
     @torch.no_grad()
     def sample(self, layouts: np.ndarray, conditions: Sequence[Condition], seeds: Sequence[int],
@@ -237,9 +227,10 @@ class SDM(Generator):
 
 
 def _device(name: str) -> torch.device:
+    """``auto``: cuda if available; under torchrun a bare ``cuda`` is this rank's GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return rank_device(torch.device(name))
 
 
 def label_space_size(name: str) -> int:

@@ -27,7 +27,7 @@ from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition
 from synthdrive.errors import UserError
 from synthdrive.generate import EvalCallback, Generator, StepCallback, write_manifest
 from synthdrive.generate.data import TrainData, condition_ids, one_hot, to_uint8
-from synthdrive.generate.training import Checkpoint, fingerprint, seeded_normal, step_rng, train_loop
+from synthdrive.generate.training import Checkpoint, distributed, fingerprint, seeded_normal, train_loop
 from synthdrive.labels import get as label_space
 from synthdrive.params import Params
 
@@ -177,38 +177,40 @@ class SpadeGAN(Generator):
         ckpt = Checkpoint(checkpoint_dir, self.backend, fingerprint(cfg, self.backend, data),
                           enabled=cfg.get("resume", True))
         state = {"generator": self.net, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d, "ema": ema}
+        with distributed() as dist:
+            net_g, net_d = dist.wrap(self.net), dist.wrap(disc)  # DDP with several processes
 
-        def step_fn(step: int) -> dict:
-            # Batch, flips and noise are a function of (seed, step): a resumed run replays exactly.
-            rng = step_rng(seed, step)
-            index = rng.integers(0, len(data), batch_size)
-            seg, weather, time, real = data.batch(index, rng.random(batch_size) < 0.5)
-            z = seeded_normal(rng.integers(0, 2**62, batch_size), (self.net.config.z_dim,))
-            fake = self.net(seg, weather, time, z)
+            def step_fn(step: int) -> dict:
+                # Batch, flips, noise: a function of (seed, step, rank), so a resumed run replays exactly.
+                rng = dist.rng(seed, step)
+                index = rng.integers(0, len(data), batch_size)
+                seg, weather, time, real = data.batch(index, rng.random(batch_size) < 0.5)
+                z = seeded_normal(rng.integers(0, 2**62, batch_size), (self.net.config.z_dim,))
+                fake = net_g(seg, weather, time, z)
 
-            disc.requires_grad_(False)
-            pred_fake = disc(seg, weather, time, fake)
-            disc.requires_grad_(True)
-            pred_real = disc(seg, weather, time, real)
-            adv = -torch.stack([p[-1].mean() for p in pred_fake]).mean()
-            fm = torch.stack([F.l1_loss(f, r.detach()) for pf, pr in zip(pred_fake, pred_real)
-                              for f, r in zip(pf[:-1], pr[:-1])]).mean()
-            l1 = F.l1_loss(fake, real)
-            loss_g = adv + g["fm_weight"] * fm + g["l1_weight"] * l1
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+                disc.requires_grad_(False)
+                pred_fake = net_d(seg, weather, time, fake)
+                disc.requires_grad_(True)
+                pred_real = net_d(seg, weather, time, real)
+                adv = -torch.stack([p[-1].mean() for p in pred_fake]).mean()
+                fm = torch.stack([F.l1_loss(f, r.detach()) for pf, pr in zip(pred_fake, pred_real)
+                                  for f, r in zip(pf[:-1], pr[:-1])]).mean()
+                l1 = F.l1_loss(fake, real)
+                loss_g = adv + g["fm_weight"] * fm + g["l1_weight"] * l1
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
 
-            pred_fake_d = disc(seg, weather, time, fake.detach())
-            loss_d = torch.stack([F.relu(1 - r[-1]).mean() + F.relu(1 + f[-1]).mean()
-                                  for r, f in zip(pred_real, pred_fake_d)]).mean()
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            return {"loss_g": loss_g.item(), "loss_g_adv": adv.item(), "loss_g_fm": fm.item(),
-                    "loss_g_l1": l1.item(), "loss_d": loss_d.item()}
+                pred_fake_d = net_d(seg, weather, time, fake.detach())
+                loss_d = torch.stack([F.relu(1 - r[-1]).mean() + F.relu(1 + f[-1]).mean()
+                                      for r, f in zip(pred_real, pred_fake_d)]).mean()
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                return {"loss_g": loss_g.item(), "loss_g_adv": adv.item(), "loss_g_fm": fm.item(),
+                        "loss_g_l1": l1.item(), "loss_d": loss_d.item()}
 
-        train_loop(self, ema, state, ckpt, iterations, cfg, step_fn, on_step, on_eval)
+            train_loop(self, ema, state, ckpt, iterations, cfg, step_fn, on_step, on_eval, dist)
 
     def check_classes(self, data: TrainData) -> None:
         if data.num_classes != self.net.config.num_classes:

@@ -1,15 +1,20 @@
 """Resumable training shared by the in-project backends: a checkpoint holds every stateful
 object (nets, optimizers, EMA) and the step; batches and noise are a function of (seed, step),
-so a resumed run replays exactly what an uninterrupted one would have done."""
+so a resumed run replays exactly what an uninterrupted one would have done. Under torchrun
+(generator.nproc > 1) the same loop runs data-parallel: see ``Distributed``."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
+import torch.distributed as torch_dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from synthdrive.generate.data import TrainData
@@ -29,6 +34,10 @@ def fingerprint(cfg: dict, backend: str, data: TrainData) -> str:
     """What a checkpoint must match to be resumed: the backend's settings but cadence, the
     shared ones (size, seed), and the training frames."""
     shared = {k: v for k, v in cfg.items() if not isinstance(v, dict) and k not in CADENCE}
+    # nproc sets the global batch, so it is a training setting; 1 hashes as before the param
+    # existed, so older checkpoints still resume.
+    if shared.get("nproc", 1) == 1:
+        shared.pop("nproc", None)
     own = {k: v for k, v in cfg[backend].items() if k not in CADENCE}
     blob = json.dumps([backend, shared, own, data.ids, data.num_classes], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -73,21 +82,121 @@ def seeded_normal(seeds, shape: tuple[int, ...]) -> torch.Tensor:
                         for s in seeds])
 
 
+def rank_device(device: torch.device) -> torch.device:
+    """A CUDA device without an index means this process's GPU under torchrun (LOCAL_RANK)."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+class Distributed:
+    """This process's place in a torchrun launch; with one process (no WORLD_SIZE) every method
+    is the identity, so single-process training is bit-for-bit what it was.
+
+    Plain torch DDP under torchrun, as the segmenter's path (mmengine) does, rather than accelerate:
+    one launcher for both stages, and the backends keep their own loops, optimizers and (seed,
+    step) streams. The nets a step trains are wrapped with ``wrap`` (DistributedDataParallel
+    averages their gradients across ranks in backward; its construction broadcasts rank 0's
+    weights); everything else stays the single-process code. Each rank draws its own shard of a step's batch from ``rng(seed, step)``
+    = rng([seed, step, rank]); ``batch_size`` is per process, so the global batch is
+    world_size x batch_size. Identical gradients + identical optimizer and EMA states keep every
+    rank's weights (and EMA) identical, so each rank updates its EMA itself (no extra traffic)
+    and ``max_difference`` checks the claim at the end. Only rank 0 (``is_main``) writes
+    checkpoints and runs the callbacks; every rank resumes from the same checkpoint.
+    GAN steps call the discriminator several times per backward (frozen for G's loss, then on
+    real and detached fake): DDP allows it because each backward still gives every parameter of
+    a wrapped net its gradient exactly once, or none at all (D in G's backward).
+    """
+
+    def __init__(self, rank: int = 0, world_size: int = 1, device: torch.device | None = None):
+        self.rank, self.world_size = rank, world_size
+        self.device = device or torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` for the forward passes that train it: DDP-wrapped with several processes.
+        Checkpoints, EMA and sampling keep using the bare module (same parameters)."""
+        if self.world_size == 1:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids, output_device=ids[0] if ids else None)
+
+    def rng(self, seed: int, step: int) -> np.random.Generator:
+        """This rank's stream for ``step``: its shard of the batch, flips and noise."""
+        if self.world_size == 1:
+            return step_rng(seed, step)
+        return np.random.default_rng([seed, step, self.rank])
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Per-rank scalars (losses) averaged over the ranks: the global batch's means."""
+        if self.world_size == 1 or not values:
+            return values
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=self.device)
+        torch_dist.all_reduce(t)
+        return dict(zip(values, (t / self.world_size).tolist()))
+
+    def max_difference(self, modules: list[torch.nn.Module]) -> float:
+        """Largest |weight - rank 0's weight| over the modules' floating-point state and all
+        ranks (0.0 with one process): the proof that the ranks trained one model."""
+        if self.world_size == 1:
+            return 0.0
+        flat = torch.cat([t.detach().reshape(-1).to(self.device, torch.float64)
+                          for m in modules for t in m.state_dict().values() if t.is_floating_point()])
+        reference = flat.clone()
+        torch_dist.broadcast(reference, src=0)
+        diff = (flat - reference).abs().max().reshape(1)
+        torch_dist.all_reduce(diff, op=torch_dist.ReduceOp.MAX)
+        return float(diff.item())
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device | None = None) -> Iterator[Distributed]:
+    """The process group for one training under torchrun (env RANK / WORLD_SIZE / LOCAL_RANK):
+    nccl when the nets are on CUDA, else gloo; a plain ``Distributed()`` without WORLD_SIZE > 1.
+    A group this opened is closed on exit (training is the only collective work)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        yield Distributed()
+        return
+    device = rank_device(device or torch.device("cpu"))
+    opened = not torch_dist.is_initialized()
+    if opened:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield Distributed(torch_dist.get_rank(), torch_dist.get_world_size(), device)
+    finally:
+        if opened:
+            torch_dist.destroy_process_group()
+
+
 def train_loop(generator, ema, state: dict[str, Stateful], ckpt: Checkpoint, iterations: int, cfg: dict,
-               step_fn: Callable[[int], dict], on_step=None, on_eval=None) -> None:
-    """The loop every GAN/VAE backend shares: resume, ``step_fn(step) -> losses`` (the backend's
-    update for that step), EMA of ``generator.net``, checkpoints and the evaluation callback on
-    the EMA weights at the cadence in ``cfg``; ends with the EMA weights in ``generator.net``."""
-    net = generator.net
+               step_fn: Callable[[int], dict], on_step=None, on_eval=None, dist: Distributed | None = None,
+               net: torch.nn.Module | None = None) -> None:
+    """The loop every in-project backend shares: resume, ``step_fn(step) -> losses`` (the
+    backend's update for that step), EMA of ``net`` (default ``generator.net``), checkpoints and
+    the evaluation callback on the EMA weights at the cadence in ``cfg``; ends with the EMA
+    weights in ``net``. With ``dist`` over several processes, losses are averaged over the ranks,
+    only rank 0 checkpoints and calls back, and ``generator.rank_max_difference`` records
+    ``dist.max_difference`` of the trained nets (after the EMA copy)."""
+    dist = dist or Distributed()
+    net = generator.net if net is None else net
     start = ckpt.resume(state, iterations)
+    ema.to(next(net.parameters()).device)
     for obj in state.values():
         if isinstance(obj, torch.nn.Module):
             obj.train()
     for step in tqdm(range(start, iterations), desc=f"train {generator.backend}", initial=start,
-                     total=iterations):
-        losses = step_fn(step)
+                     total=iterations, disable=not dist.is_main):
+        losses = dist.mean(step_fn(step))
         ema.step(net.parameters())
         done = step + 1
+        if not dist.is_main:
+            continue
         if on_step:
             on_step(done, losses)
         if done % cfg["checkpoint_every"] == 0 or done == iterations:
@@ -103,3 +212,6 @@ def train_loop(generator, ema, state: dict[str, Stateful], ckpt: Checkpoint, ite
             net.train()
     ema.copy_to(net.parameters())
     generator.trained_steps = iterations
+    generator.world_size = dist.world_size
+    generator.rank_max_difference = dist.max_difference(
+        [obj for obj in state.values() if isinstance(obj, torch.nn.Module)])

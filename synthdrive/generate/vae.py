@@ -23,7 +23,7 @@ from synthdrive.conditions import TIMES_OF_DAY, WEATHERS
 from synthdrive.generate import EvalCallback, StepCallback
 from synthdrive.generate.data import TrainData
 from synthdrive.generate.spade_gan import SPADEGenerator, SpadeGAN, _num_classes
-from synthdrive.generate.training import Checkpoint, fingerprint, seeded_normal, step_rng, train_loop
+from synthdrive.generate.training import Checkpoint, distributed, fingerprint, seeded_normal, train_loop
 from synthdrive.params import Params
 
 
@@ -72,23 +72,26 @@ class LayoutVAE(SpadeGAN):
                           enabled=cfg.get("resume", True))
         state = {"decoder": self.net, "encoder": encoder, "opt": opt, "ema": ema}
 
-        def step_fn(step: int) -> dict:
-            rng = step_rng(seed, step)
-            index = rng.integers(0, len(data), batch_size)
-            seg, weather, time, real = data.batch(index, rng.random(batch_size) < 0.5)
-            mean, logvar = encoder(seg, weather, time, real)
-            eps = seeded_normal(rng.integers(0, 2**62, batch_size), (self.net.config.z_dim,))
-            fake = self.net(seg, weather, time, mean + eps * (0.5 * logvar).exp())
-            recon = F.l1_loss(fake, real)
-            # KL summed over the latent, averaged over the batch; kl_weight sets it against the per-pixel L1.
-            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
-            loss = recon + v["kl_weight"] * kl
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return {"loss": loss.item(), "loss_l1": recon.item(), "kl": kl.item()}
+        with distributed() as dist:
+            net_dec, net_enc = dist.wrap(self.net), dist.wrap(encoder)  # DDP with several processes
 
-        train_loop(self, ema, state, ckpt, v["iterations"], cfg, step_fn, on_step, on_eval)
+            def step_fn(step: int) -> dict:
+                rng = dist.rng(seed, step)
+                index = rng.integers(0, len(data), batch_size)
+                seg, weather, time, real = data.batch(index, rng.random(batch_size) < 0.5)
+                mean, logvar = net_enc(seg, weather, time, real)
+                eps = seeded_normal(rng.integers(0, 2**62, batch_size), (self.net.config.z_dim,))
+                fake = net_dec(seg, weather, time, mean + eps * (0.5 * logvar).exp())
+                recon = F.l1_loss(fake, real)
+                # KL summed over the latent, batch-averaged; kl_weight sets it against the per-pixel L1.
+                kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
+                loss = recon + v["kl_weight"] * kl
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                return {"loss": loss.item(), "loss_l1": recon.item(), "kl": kl.item()}
+
+            train_loop(self, ema, state, ckpt, v["iterations"], cfg, step_fn, on_step, on_eval, dist)
 
 
 GENERATOR = LayoutVAE
