@@ -28,8 +28,8 @@ def main() -> None:
         train = raw.split("train")
         conditions = frame_conditions(train, CONDITIONS, use)
         generator = generate.load(MODEL)
-        jobs = plan(conditions, cfg["count"], target_mix(cfg["target_mix"]), cfg["source_min_share"],
-                    cfg["seed"])
+        mix = target_mix(cfg["target_mix"], conditions.values())
+        jobs = plan(conditions, cfg["count"], mix, cfg["source_min_share"], cfg["seed"])
         jobs = shard(jobs, cfg["shard_index"], cfg["shard_count"])
         captions = {r["id"]: r for r in read_jsonl(CAPTIONS)} if CAPTIONS.is_file() else {}
         sampler = cfg.get(generator.backend, {})

@@ -225,14 +225,18 @@ def test_ade20k_drawing_uses_the_controlnet_palette():
 def test_planner_targets_rare_conditions_from_common_sources():
     conditions = {f"d{i}": Condition("clear", "day") for i in range(90)}
     conditions.update({f"n{i}": Condition("clear", "dusk") for i in range(10)})
-    jobs = plan(conditions, 60, target_mix("uniform"), source_min_share=0.2, seed=1)
+    conditions.update({f"r{i}": Condition("rain", "day") for i in range(5)})
+    mix = target_mix("uniform", conditions.values())
+    # every pair of seen factors (rain-dusk is new but both factors were trained), no unseen factor
+    assert set(mix) == {Condition(w, t) for w in ("clear", "rain") for t in ("day", "dusk")}
+    jobs = plan(conditions, 60, mix, source_min_share=0.2, seed=1)
     assert len(jobs) == 60
     targets = Counter(j.target_condition for j in jobs)
     assert Condition("clear", "day") not in targets                    # already over-represented
-    assert targets[Condition("clear", "dusk")] < targets[Condition("rain", "night")]
+    assert targets[Condition("clear", "dusk")] < targets[Condition("rain", "dusk")]
     assert {j.source_condition for j in jobs} == {Condition("clear", "day")}
-    assert jobs == plan(conditions, 60, target_mix("uniform"), 0.2, seed=1)
-    assert jobs != plan(conditions, 60, target_mix("uniform"), 0.2, seed=2)
+    assert jobs == plan(conditions, 60, mix, 0.2, seed=1)
+    assert jobs != plan(conditions, 60, mix, 0.2, seed=2)
     shards = [shard(jobs, i, 3) for i in range(3)]
     assert sorted(j.index for s in shards for j in s) == list(range(60))
     with pytest.raises(UserError, match="shard_index"):
@@ -245,6 +249,8 @@ def test_allocate_follows_an_explicit_mix():
     assert quota == {Condition("fog", "day"): 10, Condition("rain", "night"): 30}
     with pytest.raises(UserError, match="target_mix"):
         target_mix({"snow-day": 1})
+    with pytest.raises(UserError, match="target_mix=uniform"):
+        target_mix("uniform", [])
 
 
 def test_prompt_retargets_the_caption_and_names_the_classes(raw):
@@ -259,7 +265,7 @@ def test_prompt_retargets_the_caption_and_names_the_classes(raw):
 def test_synthesize_writes_a_valid_dataset(raw, train_data, tmp_path):
     gen = generate.create(Params(gen_params()), "camvid11")
     conditions = {k: v for k, v in truth(raw).items() if k in {r["id"] for r in raw.split("train")}}
-    jobs = plan(conditions, 7, target_mix("uniform"), 0.3, seed=0)
+    jobs = plan(conditions, 7, target_mix("uniform", conditions.values()), 0.3, seed=0)
     out = synthesize(gen, raw, jobs, {}, tmp_path / "synthetic", batch_size=3)
     out.validate()
     assert len(out) == 7

@@ -4,6 +4,7 @@ favouring rare subgroups; here the target mix is a param, uniform by default).""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,10 +22,22 @@ class Job:
     seed: int
 
 
-def target_mix(spec) -> dict[Condition, float]:
-    """``'uniform'`` (every condition alike) or {condition: weight}, normalised to sum 1."""
+def target_mix(spec, seen: Iterable[Condition] = ()) -> dict[Condition, float]:
+    """``'uniform'`` or {condition: weight}, normalised to sum 1.
+
+    ``uniform`` spreads over every weather x time-of-day pair whose weather and time each occur
+    in ``seen`` (the train frames' conditions): the in-project generators learn one embedding per
+    factor, so a combination of seen factors is within reach (procedural: all 12) while a factor
+    never trained is noise (CamVid, all clear weather: clear-day and clear-dusk only). An explicit
+    map is taken as written (ControlNet renders any condition from its prompt)."""
     if spec == "uniform":
-        return {c: 1 / len(all_conditions()) for c in all_conditions()}
+        seen = set(seen)
+        reachable = [c for c in all_conditions() if c.weather in {s.weather for s in seen}
+                     and c.time_of_day in {s.time_of_day for s in seen}]
+        if not reachable:
+            raise ParamError("synthesize.target_mix=uniform: no train frame has a known condition; "
+                             "give an explicit {condition: weight} map")
+        return {c: 1 / len(reachable) for c in reachable}
     if not isinstance(spec, dict) or not spec:
         raise ParamError(f"synthesize.target_mix={spec!r}: write 'uniform' or a map "
                          f"{{condition: weight}}, e.g. {{rain-night: 1, fog-day: 1}}")
