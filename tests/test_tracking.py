@@ -52,3 +52,37 @@ def test_default_store_is_an_absolute_sqlite_path_under_the_root(monkeypatch, tm
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     assert tracking.tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def test_sigterm_leaves_no_partial_output_and_closes_the_run(tmp_path, tracking_store):
+    """A stage killed with SIGTERM cleans up like a failed one."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    import mlflow
+
+    script = tmp_path / "stage.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        from synthdrive import tracking
+        from synthdrive.dataset import atomic_dir
+        from synthdrive.errors import run_stage
+
+        def main():
+            with tracking.stage_run("slow_stage") as run, atomic_dir("out") as tmp:
+                (tmp / "part.txt").write_text("half")
+                print("ready", flush=True)
+                time.sleep(60)
+
+        run_stage(main)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))] == []
+    mlflow.set_tracking_uri(tracking_store)
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'slow_stage'")
+    assert list(runs["status"]) == ["FAILED"]
