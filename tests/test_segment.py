@@ -360,3 +360,32 @@ def test_torchrun_two_cpu_processes(data, workdir):
     assert summary["world_size"] == 2
     assert summary["real_samples_seen"] == 2 * 2 * 2  # iters x real batch x processes
     assert torch.load(work / "models/segmenter/real-0/model.pth", weights_only=True)["state_dict"]
+
+
+def test_inception_fid_path_loads_a_local_weights_file(tmp_path, monkeypatch):
+    """evaluate.fid.inception_weights: torchmetrics' Inception-v3 from a file (random weights here,
+    written from the network's own layout; the real file is torch-fidelity's pt_inception-2015-12-05)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+
+    from synthdrive.segment import evaluate as ev
+
+    with monkeypatch.context() as patch:  # build the net without its download, keep its random init
+        patch.setattr(tf_inception, "load_state_dict_from_url", lambda *a, **k: {})
+        patch.setattr(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        torch.manual_seed(0)
+        net = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    weights = tmp_path / "pt_inception.pth"
+    torch.save(net.state_dict(), weights)
+    features = ev.inception_features(weights)
+    key = "Conv2d_1a_3x3.conv.weight"
+    assert torch.equal(features.state_dict()[key], net.state_dict()[key])  # the file's weights, not a download
+    rng = np.random.default_rng(0)
+    dark = [rng.integers(0, 60, (32, 48, 3), np.uint8) for _ in range(6)]
+    bright = [rng.integers(150, 255, (32, 48, 3), np.uint8) for _ in range(6)]
+    with torch.no_grad():
+        out = features(torch.from_numpy(np.stack(dark[:2] + bright[:2])).permute(0, 3, 1, 2))
+    assert out.shape == (4, 2048) and not torch.allclose(out[0], out[2])  # 2048-d pool features
+    scores = ev.fid_kid(features, dark, bright, kid_subset_size=3)
+    assert scores["real"] == scores["synthetic"] == 6 and np.isfinite(scores["fid"]) and scores["fid"] >= 0
+    with pytest.raises(UserError, match="evaluate.fid.inception_weights"):
+        ev.inception_features(tmp_path / "missing.pth")
