@@ -43,30 +43,27 @@ def main() -> None:
     if nproc > 1 and cfg["backend"] == "controlnet":
         raise UserError("params.yaml: generator.nproc > 1 but generator.backend controlnet trains nothing; "
                         "set generator.nproc: 1")
+    seeds = cfg["diversity_seeds"]
+    if not isinstance(seeds, int) or seeds < 2:
+        raise UserError(f"params.yaml: generator.diversity_seeds is {seeds!r}; it must be an integer >= 2 "
+                        f"(renders per layout compared for diversity)")
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                __file__, *sys.argv[1:]]
         sys.exit(subprocess.run(cmd).returncode)
+    dataset = Dataset(RAW)
+    conditions = frame_conditions(dataset.records, CONDITIONS, use)
+    generator = generate.create(cfg, dataset.meta["label_space"])
+    height, width = generator.size
+    train = load_split(dataset, "train", height, width, conditions)
     if int(os.environ.get("RANK", "0")) != 0:  # a helper rank: train in step with rank 0, write nothing
-        dataset = Dataset(RAW)
-        generator = generate.create(cfg, dataset.meta["label_space"])
-        conditions = frame_conditions(dataset.records, CONDITIONS, use)
-        generator.train(load_split(dataset, "train", *generator.size, conditions), CHECKPOINTS)
+        generator.train(train, CHECKPOINTS)
         return
     with tracking.stage_run("train_generator", {"generator": cfg.to_dict(), "classify.use": use}) as run, \
             contextlib.ExitStack() as stack:
-        dataset = Dataset(RAW)
-        conditions = frame_conditions(dataset.records, CONDITIONS, use)
-        generator = generate.create(cfg, dataset.meta["label_space"])
-        height, width = generator.size
-        train = load_split(dataset, "train", height, width, conditions)
         evaluate = cfg["eval_frames"] > 0  # 0: skip (e.g. ControlNet on a CPU: 50 passes an image)
         val = load_split(dataset, "val", height, width, conditions, limit=cfg["eval_frames"]) if evaluate else None
         snapshots = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="generator-samples-")))
-        seeds = cfg["diversity_seeds"]
-        if seeds < 2:
-            raise UserError(f"params.yaml: generator.diversity_seeds is {seeds}; it must be >= 2 "
-                            f"(renders per layout compared for diversity)")
 
         def health(gen, all_conditions: bool) -> tuple[dict, list[str]]:
             metrics, problems = floor_metrics(gen, train, val, cfg["eval_frames"], all_conditions=all_conditions)
@@ -92,7 +89,9 @@ def main() -> None:
 
         start = time.perf_counter()
         generator.train(train, CHECKPOINTS, on_step=on_step, on_eval=on_eval if evaluate else None)
-        train_seconds = time.perf_counter() - start - eval_seconds[0]  # without the periodic evaluations
+        # The whole training's optimisation time, also across resumed sessions (checkpointed);
+        # backends without a training loop: this call's time without the periodic evaluations.
+        train_seconds = getattr(generator, "train_seconds", time.perf_counter() - start - eval_seconds[0])
         with atomic_dir(OUT) as tmp:
             generator.save(tmp)
         metrics = {"trained_steps": getattr(generator, "trained_steps", 0), "train_seconds": train_seconds,

@@ -128,10 +128,16 @@ def test_checkpoint_resume_replays_an_uninterrupted_run(train_data, tmp_path):
     straight.train(train_data, tmp_path / "a")
     first = generate.create(Params(gen_params(spade_gan={"iterations": 2})), "camvid11")
     first.train(train_data, tmp_path / "b")
+    assert first.train_seconds > 0
+    # The checkpoint carries the training time so far: a resumed run reports the whole training.
+    ckpt_file = tmp_path / "b" / "spade_gan.pt"
+    state = torch.load(ckpt_file, weights_only=True)
+    torch.save({**state, "train_seconds": 1000.0}, ckpt_file)
     resumed = generate.create(Params(gen_params()), "camvid11")
     steps = []
     resumed.train(train_data, tmp_path / "b", on_step=lambda step, _: steps.append(step))
     assert steps == [3, 4]  # started from the step-2 checkpoint
+    assert 1000.0 < resumed.train_seconds < 1000.0 + 600
     for key, value in straight.net.state_dict().items():
         torch.testing.assert_close(resumed.net.state_dict()[key], value, rtol=0, atol=1e-6)
     changed = generate.create(Params(gen_params(spade_gan={"l1_weight": 1.0})), "camvid11")

@@ -264,6 +264,33 @@ def test_training_writes_weights_only_checkpoints_and_resumes(trained, data):
     assert again["resumed"] is True
 
 
+def test_resume_needs_the_same_training_data(data, tmp_path):
+    """Same config, same work dir, but a new generator wrote other images under the same names:
+    the finished checkpoint of the old data must not be resumed."""
+    import shutil
+
+    from PIL import Image
+
+    from synthdrive.segment.train import _maybe_resume
+
+    synthetic = tmp_path / "synthetic"
+    shutil.copytree(data["synthetic"], synthetic)
+    cfg = _config({**data, "root": tmp_path, "synthetic": synthetic}, "real_synth", work=tmp_path / "work")
+    first = cfg.copy()
+    _maybe_resume(first, tmp_path / "work", resume=True)
+    assert not first.resume  # nothing to resume yet
+    (tmp_path / "work" / "last_checkpoint").write_text("iter_3.pth")
+    same = cfg.copy()
+    _maybe_resume(same, tmp_path / "work", resume=True)
+    assert same.resume
+    image = sorted((synthetic / "images").iterdir())[0]
+    pixels = np.asarray(Image.open(image))
+    Image.fromarray(255 - pixels).save(image)
+    changed = cfg.copy()
+    _maybe_resume(changed, tmp_path / "work", resume=True)
+    assert not changed.resume
+
+
 def test_miou_matches_mmseg_iou_metric(trained, data):
     from mmseg.evaluation import IoUMetric
 

@@ -20,14 +20,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from diffusers.training_utils import EMAModel
 
 from synthdrive.conditions import TIMES_OF_DAY, WEATHERS
 from synthdrive.errors import UserError
 from synthdrive.generate import EvalCallback, StepCallback
 from synthdrive.generate.data import TrainData
-from synthdrive.generate.spade_gan import PatchDiscriminator, SpadeGAN, _num_classes
-from synthdrive.generate.training import Checkpoint, distributed, fingerprint, seeded_normal, train_loop
+from synthdrive.generate.spade_gan import SpadeGAN, _num_classes
+from synthdrive.generate.training import distributed, seeded_normal, train_loop
 from synthdrive.params import Params
 
 
@@ -116,19 +115,8 @@ class Pix2Pix(SpadeGAN):
     def train(self, data: TrainData, checkpoint_dir: Path | None, on_step: StepCallback | None = None,
               on_eval: EvalCallback | None = None) -> None:
         cfg, g = self.cfg, self.cfg["pix2pix"]
-        self.check_classes(data)
         seed, batch_size = cfg["seed"], g["batch_size"]
-        torch.manual_seed(seed + 1)
-        disc = PatchDiscriminator(num_classes=data.num_classes, channels=g["d_channels"],
-                                  layers=g["d_layers"], scales=1)
-        betas = tuple(g["betas"])
-        opt_g = torch.optim.Adam(self.net.parameters(), lr=g["lr_g"], betas=betas)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=g["lr_d"], betas=betas)
-        ema = EMAModel(self.net.parameters(), decay=g["ema_decay"], use_ema_warmup=True)
-        ckpt = Checkpoint(checkpoint_dir, self.backend, fingerprint(cfg, self.backend, data),
-                          enabled=cfg.get("resume", True))
-        state = {"generator": self.net, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d, "ema": ema}
-
+        disc, opt_g, opt_d, ema, ckpt, state = self.adversarial_setup(data, checkpoint_dir, g, scales=1)
         with distributed() as dist:
             net_g, net_d = dist.wrap(self.net), dist.wrap(disc)  # DDP with several processes
 

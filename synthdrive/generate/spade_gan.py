@@ -165,18 +165,8 @@ class SpadeGAN(Generator):
     def train(self, data: TrainData, checkpoint_dir: Path | None, on_step: StepCallback | None = None,
               on_eval: EvalCallback | None = None) -> None:
         cfg, g = self.cfg, self.cfg["spade_gan"]
-        self.check_classes(data)
         seed, batch_size, iterations = cfg["seed"], g["batch_size"], g["iterations"]
-        torch.manual_seed(seed + 1)
-        disc = PatchDiscriminator(num_classes=data.num_classes, channels=g["d_channels"],
-                                  layers=g["d_layers"], scales=g["d_scales"])
-        betas = tuple(g["betas"])
-        opt_g = torch.optim.Adam(self.net.parameters(), lr=g["lr_g"], betas=betas)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=g["lr_d"], betas=betas)
-        ema = EMAModel(self.net.parameters(), decay=g["ema_decay"], use_ema_warmup=True)
-        ckpt = Checkpoint(checkpoint_dir, self.backend, fingerprint(cfg, self.backend, data),
-                          enabled=cfg.get("resume", True))
-        state = {"generator": self.net, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d, "ema": ema}
+        disc, opt_g, opt_d, ema, ckpt, state = self.adversarial_setup(data, checkpoint_dir, g, g["d_scales"])
         with distributed() as dist:
             net_g, net_d = dist.wrap(self.net), dist.wrap(disc)  # DDP with several processes
 
@@ -211,6 +201,23 @@ class SpadeGAN(Generator):
                         "loss_g_l1": l1.item(), "loss_d": loss_d.item()}
 
             train_loop(self, ema, state, ckpt, iterations, cfg, step_fn, on_step, on_eval, dist)
+
+    def adversarial_setup(self, data: TrainData, checkpoint_dir: Path | None, g: dict, scales: int):
+        """What every GAN backend trains with: a PatchGAN discriminator (seeded after the
+        generator), an Adam per net (lr_g / lr_d: TTUR when they differ), the generator's EMA and
+        the checkpoint of all of them."""
+        self.check_classes(data)
+        torch.manual_seed(self.cfg["seed"] + 1)
+        disc = PatchDiscriminator(num_classes=data.num_classes, channels=g["d_channels"],
+                                  layers=g["d_layers"], scales=scales)
+        betas = tuple(g["betas"])
+        opt_g = torch.optim.Adam(self.net.parameters(), lr=g["lr_g"], betas=betas)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=g["lr_d"], betas=betas)
+        ema = EMAModel(self.net.parameters(), decay=g["ema_decay"], use_ema_warmup=True)
+        ckpt = Checkpoint(checkpoint_dir, self.backend, fingerprint(self.cfg, self.backend, data),
+                          enabled=self.cfg.get("resume", True))
+        state = {"generator": self.net, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d, "ema": ema}
+        return disc, opt_g, opt_d, ema, ckpt, state
 
     def check_classes(self, data: TrainData) -> None:
         if data.num_classes != self.net.config.num_classes:

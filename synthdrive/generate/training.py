@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
@@ -50,24 +51,25 @@ class Checkpoint:
         self.path = Path(directory) / f"{backend}.pt" if directory else None
         self.fingerprint, self.enabled = fingerprint, enabled
 
-    def resume(self, objects: dict[str, Stateful], iterations: int) -> int:
-        """Load ``objects`` from the checkpoint; the step to start from (0 = fresh)."""
+    def resume(self, objects: dict[str, Stateful], iterations: int) -> tuple[int, float]:
+        """Load ``objects`` from the checkpoint; the step to start from (0 = fresh) and the
+        training seconds already spent to reach it."""
         if not (self.enabled and self.path and self.path.is_file()):
-            return 0
+            return 0, 0.0
         state = torch.load(self.path, weights_only=True)
         if state["fingerprint"] != self.fingerprint or state["step"] > iterations:
-            return 0
+            return 0, 0.0
         for name, obj in objects.items():
             obj.load_state_dict(state[name])
         print(f"resuming from {self.path} at step {state['step']}")
-        return state["step"]
+        return state["step"], float(state.get("train_seconds", 0.0))
 
-    def save(self, objects: dict[str, Stateful], step: int) -> None:
+    def save(self, objects: dict[str, Stateful], step: int, train_seconds: float = 0.0) -> None:
         if not self.path:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        torch.save({"fingerprint": self.fingerprint, "step": step,
+        torch.save({"fingerprint": self.fingerprint, "step": step, "train_seconds": train_seconds,
                     **{name: obj.state_dict() for name, obj in objects.items()}}, tmp)
         tmp.replace(self.path)
 
@@ -180,27 +182,31 @@ def train_loop(generator, ema, state: dict[str, Stateful], ckpt: Checkpoint, ite
     """The loop every in-project backend shares: resume, ``step_fn(step) -> losses`` (the
     backend's update for that step), EMA of ``net`` (default ``generator.net``), checkpoints and
     the evaluation callback on the EMA weights at the cadence in ``cfg``; ends with the EMA
-    weights in ``net``. With ``dist`` over several processes, losses are averaged over the ranks,
+    weights in ``net`` and ``generator.train_seconds`` = optimisation time over every session that
+    trained this checkpoint (the callbacks' time excluded), so a resumed run reports the whole
+    training's cost. With ``dist`` over several processes, losses are averaged over the ranks,
     only rank 0 checkpoints and calls back, and ``generator.rank_max_difference`` records
     ``dist.max_difference`` of the trained nets (after the EMA copy)."""
     dist = dist or Distributed()
     net = generator.net if net is None else net
-    start = ckpt.resume(state, iterations)
+    start, seconds = ckpt.resume(state, iterations)
     ema.to(next(net.parameters()).device)
     for obj in state.values():
         if isinstance(obj, torch.nn.Module):
             obj.train()
     for step in tqdm(range(start, iterations), desc=f"train {generator.backend}", initial=start,
                      total=iterations, disable=not dist.is_main):
+        started = time.perf_counter()
         losses = dist.mean(step_fn(step))
         ema.step(net.parameters())
+        seconds += time.perf_counter() - started
         done = step + 1
         if not dist.is_main:
             continue
         if on_step:
             on_step(done, losses)
         if done % cfg["checkpoint_every"] == 0 or done == iterations:
-            ckpt.save(state, done)
+            ckpt.save(state, done, seconds)
         if on_eval and (done % cfg["sample_every"] == 0 or done == iterations):
             generator.trained_steps = done
             ema.store(net.parameters())
@@ -211,7 +217,7 @@ def train_loop(generator, ema, state: dict[str, Stateful], ckpt: Checkpoint, ite
                 ema.restore(net.parameters())
             net.train()
     ema.copy_to(net.parameters())
-    generator.trained_steps = iterations
+    generator.trained_steps, generator.train_seconds = iterations, seconds
     generator.world_size = dist.world_size
     generator.rank_max_difference = dist.max_difference(
         [obj for obj in state.values() if isinstance(obj, torch.nn.Module)])

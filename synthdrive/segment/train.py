@@ -3,6 +3,7 @@ torchrun (gloo), and export a slim checkpoint that loads with ``torch.load(weigh
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -93,10 +94,29 @@ def _init_distributed() -> str:
     return "pytorch"
 
 
+def inputs_fingerprint(cfg: Config) -> str:
+    """A hash of every file the run trains and validates on (the dataset roots of its sources and
+    the kept-ids file). The config only names these paths, and a new generator writes other
+    images under the same names: without this, a rerun would resume a finished model trained on
+    the old ones."""
+    paths: set[Path] = set()
+    for loader in ("train_dataloader", "val_dataloader"):
+        for source in ((cfg.get(loader) or {}).get("dataset") or {}).get("sources", []):
+            paths.update(Path(source[key]) for key in ("root", "ids") if source.get(key))
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file).encode())
+            digest.update(hashlib.sha256(file.read_bytes()).digest() if file.is_file() else b"missing")
+    return digest.hexdigest()
+
+
 def _maybe_resume(cfg: Config, work_dir: Path, resume: bool) -> None:
-    """Resume from work_dir's last checkpoint when the config there is the same as this one."""
+    """Resume from work_dir's last checkpoint when the config there and the data it trained on
+    are the same as this run's."""
     saved = work_dir / "run_config.py"
-    text = cfg.pretty_text
+    text = f"{cfg.pretty_text}\n# inputs {inputs_fingerprint(cfg)}\n"
     if resume and saved.is_file() and saved.read_text() == text and (work_dir / "last_checkpoint").is_file():
         cfg.resume = True
     work_dir.mkdir(parents=True, exist_ok=True)
