@@ -3,7 +3,9 @@ train_generator + synthesize stages end to end on a small made-up dataset."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -140,6 +142,13 @@ def test_checkpoint_resume_replays_an_uninterrupted_run(train_data, tmp_path):
     assert 1000.0 < resumed.train_seconds < 1000.0 + 600
     for key, value in straight.net.state_dict().items():
         torch.testing.assert_close(resumed.net.state_dict()[key], value, rtol=0, atol=1e-6)
+    # the step-4 checkpoint of these settings, but a re-rendered dataset (same ids, other pixels)
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    rerendered = generate.create(Params(gen_params()), "camvid11")
+    steps.clear()
+    rerendered.train(dataclasses.replace(train_data, images=-train_data.images), tmp_path / "c",
+                     on_step=lambda step, _: steps.append(step))
+    assert steps[0] == 1
     changed = generate.create(Params(gen_params(spade_gan={"l1_weight": 1.0})), "camvid11")
     steps.clear()
     changed.train(train_data, tmp_path / "b", on_step=lambda step, _: steps.append(step))
