@@ -78,12 +78,12 @@ def test_one_process_keeps_the_single_process_streams_and_is_a_no_op():
     assert streams[0] != streams[1]  # each rank its own shard of the step's batch
 
 
-def test_nproc_is_in_the_checkpoint_fingerprint_but_1_keeps_old_checkpoints():
+def test_nproc_is_in_the_checkpoint_fingerprint():
     data = TrainData(["f000"], torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2), [], 11)
     cfg = {"seed": 0, "height": 2, "spade_gan": {"lr_g": 1.0, "iterations": 4}}
-    old = fingerprint(cfg, "spade_gan", data)
-    assert fingerprint({**cfg, "nproc": 1}, "spade_gan", data) == old
-    assert fingerprint({**cfg, "nproc": 2}, "spade_gan", data) != old  # another global batch: no resume
+    one = fingerprint({**cfg, "nproc": 1}, "spade_gan", data)
+    assert fingerprint({**cfg, "nproc": 1, "sample_every": 50}, "spade_gan", data) == one  # cadence only
+    assert fingerprint({**cfg, "nproc": 2}, "spade_gan", data) != one  # another global batch: no resume
 
 
 def test_two_gloo_processes_average_gradients_and_stay_identical(tmp_path):

@@ -35,17 +35,13 @@ def fingerprint(cfg: dict, backend: str, data: TrainData) -> str:
     """What a checkpoint must match to be resumed: the backend's settings but cadence, the
     shared ones (size, seed), and the training frames: their ids, conditions and pixels (a
     re-rendered dataset keeps its ids)."""
-    shared = {k: v for k, v in cfg.items() if not isinstance(v, dict) and k not in CADENCE}
-    # nproc sets the global batch, so it is a training setting; 1 hashes as before the param
-    # existed, so older checkpoints still resume.
-    if shared.get("nproc", 1) == 1:
-        shared.pop("nproc", None)
+    shared = {k: v for k, v in cfg.items() if not isinstance(v, dict) and k not in CADENCE}  # incl. nproc: the global batch
     own = {k: v for k, v in cfg[backend].items() if k not in CADENCE}
     blob = json.dumps([backend, shared, own, data.ids, data.num_classes, [str(c) for c in data.conditions]],
                       sort_keys=True, default=str)
     digest = hashlib.sha256(blob.encode())
     for tensor in (data.images, data.layouts):
-        digest.update(tensor.contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
