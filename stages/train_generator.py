@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -73,10 +72,7 @@ def main() -> None:
         def on_step(step: int, losses: dict) -> None:
             run.log_metrics(losses, step=step)
 
-        eval_seconds = [0.0]
-
         def on_eval(step: int, gen) -> None:
-            started = time.perf_counter()
             metrics, _ = health(gen, all_conditions=False)
             run.log_metrics(metrics, step=step)
             tiles, captions = sample_grid_tiles(gen, val, 4, GRID_CONDITIONS)
@@ -85,13 +81,11 @@ def main() -> None:
             run.log_artifact(path, "samples")
             tqdm.write(f"step {step}: L1 {metrics['l1_generator']:.1f} (floor {metrics['l1_floor']:.1f}), "
                        f"diversity {metrics['diversity_l1']:.1f}")
-            eval_seconds[0] += time.perf_counter() - started
 
-        start = time.perf_counter()
         generator.train(train, CHECKPOINTS, on_step=on_step, on_eval=on_eval if evaluate else None)
-        # The whole training's optimisation time, also across resumed sessions (checkpointed);
-        # backends without a training loop: this call's time without the periodic evaluations.
-        train_seconds = getattr(generator, "train_seconds", time.perf_counter() - start - eval_seconds[0])
+        # Measured by the shared training loop (optimisation only, summed over resumed sessions);
+        # a pretrained backend (controlnet) trains nothing.
+        train_seconds = getattr(generator, "train_seconds", 0.0)
         with atomic_dir(OUT) as tmp:
             generator.save(tmp)
         metrics = {"trained_steps": getattr(generator, "trained_steps", 0), "train_seconds": train_seconds,
