@@ -1,16 +1,16 @@
 """classify: every frame of data/raw -> predicted weather and time of day (data/conditions.jsonl),
 with accuracy and confusion matrices where the source knows the truth (metrics/classify.json).
 
-The heuristic backend is fit on the train split, so its train numbers are fit, not test,
-accuracy; "train_cv" holds held-out predictions from cross-validation on that split instead."""
+Feature backends (heuristic, effnet) are fit on the train split, so their train numbers are fit,
+not test, accuracy; "train_cv" holds held-out predictions from cross-validation on that split."""
 import time
 from pathlib import Path
 
 import numpy as np
 
 from synthdrive import params, tracking
-from synthdrive.classify import (FACTORS, cross_validate, evaluate, make_classifier, map_frames,
-                                 plot_confusions, truth_of)
+from synthdrive.classify import (FACTORS, cross_validate, evaluate, is_feature_backend,
+                                 make_classifier, map_frames, plot_confusions, truth_of)
 from synthdrive.conditions import USES, resolve
 from synthdrive.dataset import SPLITS, Dataset, atomic_dir, write_json, write_jsonl
 from synthdrive.errors import run_stage
@@ -25,31 +25,32 @@ CONFUSION = Path("metrics/classify_confusion.png")
 def main() -> None:
     cfg = params.load("classify")
     use = cfg.choice("use", USES)
-    with tracking.stage_run("classify", {"classify": cfg.to_dict()}) as run:
+    with tracking.stage_run("classify") as run:
         start = time.time()
         dataset = Dataset(RAW)
         clf = make_classifier(cfg, dataset)
         metrics: dict = {"backend": clf.name, "use": use, "splits": {}}
         batch = int(cfg["batch_size"])
         with atomic_dir(MODELS) as model_dir:
-            if clf.name == "heuristic":  # image statistics once per frame, for fit and predict
+            features = is_feature_backend(clf)
+            if features:  # features once per frame, for fit, cross-validation and predict
                 x_all = np.stack(map_frames(dataset, dataset.records, clf.features, batch, "features"))
             if clf.needs_fit:
                 rows = [i for i, r in enumerate(dataset.records)
                         if r["split"] == "train" and any(r.get(f) for f in FACTORS)]
                 train, x = [dataset.records[i] for i in rows], x_all[rows]
                 truths = {f: [r.get(f) for r in train] for f in FACTORS}
-                folds = int(cfg["heuristic.cv_folds"])
+                folds = int(cfg[f"{clf.name}.cv_folds"])
                 if folds > 1 and len(train) >= folds:
                     metrics["splits"]["train_cv"] = evaluate(train, cross_validate(clf, x, truths, folds))
                 clf.fit_features(x, truths)
                 metrics["fit_frames"] = len(train)
-            if clf.name == "heuristic":
+            if features:
                 clf.save(model_dir)
             else:
                 write_json(model_dir / "clip.json", {"model_dir": cfg["clip.model_dir"],
                                                      "prompts": clf.prompts})
-            predictions = (clf.predict_features(x_all) if clf.name == "heuristic" else
+            predictions = (clf.predict_features(x_all) if features else
                            map_frames(dataset, dataset.records, clf.predict, batch, "classify"))
 
         rows = []

@@ -106,10 +106,11 @@ def test_stages_end_to_end_on_tiny_counts(workdir):
     for png in ("signs_loss.png", "signs_misclassified.png", "sign_samples.png"):
         assert (workdir.path / "metrics" / png).stat().st_size > 0
     model, config = classifier.load(workdir.path / "models" / "signs")
-    assert config["input_size"] == 32
-    preds = classifier.predict(model, classifier.load_folder(data / "shifted", 32))
+    assert config["input_size"] == 64 and config["init"] == "imagenet"  # the default: pretrained net, 64x64
+    shifted = classifier.load_folder(data / "shifted", config["input_size"])
+    preds = classifier.predict(model, shifted)
     wrong = sum(map(sum, metrics["confusion"]["matrix"])) - sum(metrics["confusion"]["matrix"][i][i] for i in range(2))
-    assert int((preds != classifier.load_folder(data / "shifted", 32).labels).sum()) == wrong
+    assert int((preds != shifted.labels).sum()) == wrong
 
 
 def test_train_signs_missing_real_dir_is_one_line_error(workdir):
@@ -261,3 +262,37 @@ def test_classifier_params_rerun_only_train_signs(tmp_path):
     set_params({"signs": {"data": {"seed": 1}}})
     out = dvc("repro", "train_signs")
     assert "Running stage 'sign_data'" in out and "Running stage 'train_signs'" in out
+
+
+def test_build_model_inits():
+    from synthdrive import pretrained
+
+    torch.set_num_threads(1)
+    scratch = classifier.build_model(0, "scratch")
+    assert scratch.fc.out_features == 2
+    net = classifier.build_model(0, "imagenet")
+    assert net.classifier.out_features == 2
+    assert torch.equal(net.conv_stem.weight, pretrained.imagenet_state_dict(0)["conv_stem.weight"])
+    with torch.no_grad():
+        assert net.eval()(classifier.normalise(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))).shape == (2, 2)
+    with pytest.raises(ValueError, match="unknown init"):
+        classifier.build_model(0, "imagenet21k")
+
+
+@pytest.mark.parametrize("init, size, arch", [("imagenet", 40, "timm.tf_efficientnet_lite0"),
+                                               ("scratch", 32, "torchvision.resnet18")])
+def test_train_signs_each_init_end_to_end(workdir, init, size, arch):
+    workdir.run("sign_data", TINY)
+    if init == "imagenet":
+        proc = workdir.run("train_signs", {"signs": {"train": {"init": "bogus"}}}, check=False)
+        assert proc.returncode == 1 and "signs.train.init" in proc.stderr.strip().splitlines()[-1]
+    workdir.run("train_signs", {"signs": {"train": {"init": init, "input_size": 32, "epochs": 1,
+                                                    "imagenet": {"input_size": 40, "epochs": 1}}}})
+    metrics = json.loads((workdir.path / "metrics" / "signs.json").read_text())
+    assert metrics["train"]["init"] == init and metrics["train"]["input_size"] == size
+    assert metrics["train"]["arch"] == arch and metrics["train"]["epochs"] == 1
+    model, config = classifier.load(workdir.path / "models" / "signs")
+    assert config["arch"] == arch and config["input_size"] == size
+    shifted = classifier.load_folder(workdir.path / "data" / "signs" / "shifted", config["input_size"])
+    scores, _ = classifier.evaluate(model, shifted)
+    assert scores["confusion"] == metrics["confusion"]  # the saved model is the one scored

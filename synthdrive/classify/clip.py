@@ -6,23 +6,15 @@ Batches come from synthdrive.classify.map_frames, which shows the progress bar.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from synthdrive.classify.heuristic import FACTORS
+from synthdrive.compute import resolve_device
 from synthdrive.errors import UserError
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"params.yaml: classify.clip.device={name!r} but CUDA is not available; "
-                        f"use 'auto' or 'cpu'")
-    return torch.device(name)
+from synthdrive.weights import check_model_folder
 
 
 def _pooled(output) -> torch.Tensor:
@@ -38,13 +30,12 @@ class ClipClassifier:
                  batch_size: int = 16, device: str = "auto"):
         from transformers import CLIPModel, CLIPProcessor
 
-        path = Path(model_dir) if model_dir else None
-        if path is None or not (path / "config.json").is_file():
-            raise UserError(f"params.yaml: classify.clip.model_dir={model_dir!r} is not a model "
-                            f"folder (no config.json); point it at a local CLIP checkpoint saved "
-                            f"with save_pretrained (e.g. openai/clip-vit-large-patch14)")
-        self.device = pick_device(device)
-        self.model = CLIPModel.from_pretrained(path).to(self.device).eval()
+        # Weights before anything else: a folder without them is one line, not a traceback.
+        path = check_model_folder(model_dir, "classify.clip.model_dir",
+                                  hint="point it at a local CLIP checkpoint saved with save_pretrained "
+                                       "(e.g. openai/clip-vit-large-patch14)")
+        self.device = resolve_device(device, "classify.clip.device")
+        self.model = CLIPModel.from_pretrained(path, weights_only=True).to(self.device).eval()
         self.processor = CLIPProcessor.from_pretrained(path)
         self.batch_size = batch_size
         self.prompts = {}

@@ -73,11 +73,23 @@ class HeuristicClassifier:
 
     name = "heuristic"
     needs_fit = True
+    model_file = MODEL_FILE
 
     def __init__(self, l2: float = 0.01, iterations: int = 200, sky_id: int | None = None,
                  min_group: int = 5):
         self.l2, self.iterations, self.sky_id, self.min_group = l2, iterations, sky_id, min_group
         self.model: dict | None = None
+
+    def clone(self) -> "HeuristicClassifier":
+        """An unfit classifier with the same settings (one per cross-validation fold)."""
+        return HeuristicClassifier(self.l2, self.iterations, self.sky_id, self.min_group)
+
+    def feature_names(self) -> list[str]:
+        return feature_names()
+
+    def describe(self) -> dict:
+        """What the fit JSON records besides the fit: the feature extractor's settings."""
+        return {}
 
     def features(self, images: Sequence[np.ndarray],
                  labels: Sequence[np.ndarray] | None = None) -> np.ndarray:
@@ -116,9 +128,9 @@ class HeuristicClassifier:
             if rows.sum() >= self.min_group:
                 groups[t] = {"frames": int(rows.sum()), "mean": x[rows].mean(0).tolist(),
                              "std": (x[rows].std(0) + 1e-6).tolist()}
-        self.model = {"features": feature_names(), "mean": x.mean(0).tolist(),
-                      "std": (x.std(0) + 1e-6).tolist(), "l2": self.l2, "time_groups": groups,
-                      "factors": {}}
+        self.model = {"features": self.feature_names(), **self.describe(),
+                      "mean": x.mean(0).tolist(), "std": (x.std(0) + 1e-6).tolist(),
+                      "l2": self.l2, "time_groups": groups, "factors": {}}
         z_global = (x - x.mean(0)) / (x.std(0) + 1e-6)
         for factor in FACTORS:
             if factor in truths:
@@ -128,9 +140,9 @@ class HeuristicClassifier:
                     self.model["factors"][factor] = fit
         if not self.model["factors"]:
             self.model = None
-            raise UserError("classify: no train frame has a known weather or time of day, so the "
-                            "heuristic classifier has nothing to fit; set classify.heuristic.model "
-                            "to a heuristic.json fit on another dataset, or use classify.backend: clip")
+            raise UserError(f"classify: no train frame has a known weather or time of day, so the "
+                            f"{self.name} classifier has nothing to fit; set classify.{self.name}.model "
+                            f"to a {self.model_file} fit on another dataset, or use classify.backend: clip")
         return self.model
 
     def fit(self, images, truths, labels=None) -> dict:
@@ -152,7 +164,7 @@ class HeuristicClassifier:
 
     def predict_features(self, x: np.ndarray) -> list[dict]:
         if self.model is None:
-            raise RuntimeError("HeuristicClassifier.predict before fit or load")
+            raise RuntimeError(f"{type(self).__name__}.predict before fit or load")
         out = [{"scores": {}} for _ in range(len(x))]
         self._apply("time_of_day", (x - np.array(self.model["mean"])) / np.array(self.model["std"]), out)
         self._apply("weather", self._standardise(x, [o["time_of_day"] for o in out]), out)
@@ -162,7 +174,7 @@ class HeuristicClassifier:
         return self.predict_features(self.features(images, labels))
 
     def save(self, folder: Path) -> Path:
-        path = Path(folder) / MODEL_FILE
+        path = Path(folder) / self.model_file
         write_json(path, self.model)
         return path
 
@@ -170,9 +182,12 @@ class HeuristicClassifier:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"params.yaml: {param}={str(path)!r} is not a file; point it at a "
-                            f"heuristic.json written by the classify stage, or set it to '' to fit "
+                            f"{self.model_file} written by the classify stage, or set it to '' to fit "
                             f"on this dataset's train split")
-        self.model = json.loads(path.read_text())
-        if self.model.get("features") != feature_names():
-            raise UserError(f"{path}: fit with other image features than this code computes; "
-                            f"refit it (set {param} to '' and rerun classify)")
+        model = json.loads(path.read_text())
+        if model.get("features") != self.feature_names() or any(
+                model.get(k) != v for k, v in self.describe().items()):
+            raise UserError(f"{path}: fit with other image features than this code computes "
+                            f"({self.describe() or 'the heuristic statistics'}); refit it "
+                            f"(set {param} to '' and rerun classify)")
+        self.model = model

