@@ -21,7 +21,7 @@ def main() -> None:
     p = params.load()
     cfg = p["caption"]
     use = p["classify"].choice("use", USES)
-    with tracking.stage_run("caption", {"caption": cfg.to_dict(), "classify.use": use}) as run:
+    with tracking.stage_run("caption") as run:
         start = time.time()
         dataset = Dataset(RAW)
         conditions = frame_conditions(dataset.records, CONDITIONS, use)

@@ -6,10 +6,10 @@ synthetic frames against real frames per target condition.
 """
 from pathlib import Path
 
-import torch
 
 from synthdrive import params, tracking
-from synthdrive.conditions import USES, frame_conditions
+from synthdrive.compute import set_threads
+from synthdrive.conditions import USES, frame_conditions, one_per_condition, rare_conditions
 from synthdrive.dataset import Dataset, write_json
 from synthdrive.errors import UserError, run_stage
 from synthdrive.segment import evaluate as ev
@@ -26,23 +26,29 @@ def main() -> None:
     p = params.load()
     cfg, seeds, use = p["evaluate"], list(p["segmenter.seeds"]), p.choice("classify.use", USES)
     space = p["labels.space"]
-    torch.set_num_threads(int(cfg["threads"]))
-    with tracking.stage_run("evaluate", {"evaluate": cfg.to_dict(), "seeds": seeds, "classify.use": use}) as run:
+    set_threads(cfg["threads"])
+    with tracking.stage_run("evaluate") as run:
         raw = Dataset(RAW)
         test = raw.split(cfg["split"])
         if not test:
             raise UserError(f"{RAW}: no '{cfg['split']}' frames; set evaluate.split to a split that exists")
         conditions = {k: str(c) for k, c in frame_conditions(raw.records, CONDITIONS, use).items()}
-        rare = ev.rare_conditions([conditions[r["id"]] for r in raw.split("train")], cfg["rare_conditions"])
-        grid_ids = _grid_frames(test, conditions, int(cfg["grid_frames"]))
+        rare = rare_conditions([conditions[r["id"]] for r in raw.split("train")], cfg["rare_conditions"])
+        grid_ids = one_per_condition([r["id"] for r in test], conditions.get, int(cfg["grid_frames"]))
         run_dirs = {v: {s: MODELS / f"{v}-{s}" for s in seeds} for v in VARIANTS}
+        # Every file this stage reads, checked before any segmenter is evaluated: each run folder,
+        # and the Inception weights (read now, as tensors only).
+        for seeds_dirs in run_dirs.values():
+            for run_dir in seeds_dirs.values():
+                ev.check_segmenter_dir(run_dir)
+        fid_cfg = cfg["fid"]
+        weights = fid_cfg.get("inception_weights")
+        inception = ev.inception_features(weights) if weights else None
         runs, grid_preds = ev.evaluate_variants(run_dirs, RAW, [r["id"] for r in test], conditions, rare,
                                                 int(cfg["batch_size"]), keep=grid_ids)
         summary = ev.summarize(runs)
 
-        fid_cfg = cfg["fid"]
-        weights = fid_cfg.get("inception_weights")
-        features = (ev.inception_features(weights) if weights
+        features = (inception if weights
                     else ev.BackboneFeatures(ev.load_segmenter(MODELS / f"real-{seeds[0]}")))
         fid = ev.fid_per_condition(features, raw, Dataset(SYNTHETIC), conditions,
                                    (int(fid_cfg["height"]), int(fid_cfg["width"])), int(fid_cfg["max_frames"]),
@@ -71,19 +77,6 @@ def main() -> None:
         print(f"evaluate: {headline} -> {OUT}")
         for v, g in summary["gains"].items():
             print(f"  {v} vs real: " + ", ".join(f"{k} {x['gain']:+.2f} ({x['verdict']})" for k, x in g.items()))
-
-
-def _grid_frames(test: list[dict], conditions: dict[str, str], n: int) -> list[str]:
-    """Up to ``n`` test frames, one per condition in turn, for the prediction grid."""
-    by: dict[str, list[str]] = {}
-    for r in test:
-        by.setdefault(conditions[r["id"]], []).append(r["id"])
-    picked: list[str] = []
-    while len(picked) < n and any(by.values()):
-        for ids in by.values():
-            if ids and len(picked) < n:
-                picked.append(ids.pop(0))
-    return picked
 
 
 if __name__ == "__main__":

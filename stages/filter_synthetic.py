@@ -8,9 +8,9 @@ param that reruns only the filter and real_synth, and leaves its scores on disk 
 """
 from pathlib import Path
 
-import torch
 
 from synthdrive import labels, params, tracking
+from synthdrive.compute import set_threads
 from synthdrive.dataset import write_json
 from synthdrive.errors import UserError, run_stage
 from synthdrive.segment.evaluate import load_segmenter, semantic_filter
@@ -28,8 +28,8 @@ def main() -> None:
     seed = p["segmenter.seeds"][0]
     space = labels.get(p["labels.space"])
     ignore_ids = [space.index(c) for c in cfg["ignore_classes"]]
-    torch.set_num_threads(int(cfg["threads"]))
-    with tracking.stage_run("filter_synthetic", {"filter_synthetic": cfg.to_dict(), "seed": seed}) as run:
+    set_threads(cfg["threads"])
+    with tracking.stage_run("filter_synthetic") as run:
         model = load_segmenter(Path("models/segmenter") / f"real-{seed}")
         result = semantic_filter(model, SYNTHETIC, float(cfg["min_miou"]), int(cfg["batch_size"]))
         if not result["kept"]:

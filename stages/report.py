@@ -10,7 +10,7 @@ OUT = Path("metrics/report.html")
 
 def main() -> None:
     cfg = params.load("report")
-    with tracking.stage_run("report", {"report": cfg.to_dict()}) as run:
+    with tracking.stage_run("report") as run:
         result = render_report(Path.cwd(), OUT, cfg.to_dict(), parent_run=run.parent_id)
         run.log_metrics({"report_sections": len(result["sections"]), "report_bytes": result["bytes"]})
         run.log_artifact(OUT)

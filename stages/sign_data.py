@@ -27,7 +27,7 @@ def sample_grid(root: Path, path: Path, per_class: int = 12) -> None:
 
 def main() -> None:
     cfg = params.load("signs.data")
-    with tracking.stage_run("sign_data", {"signs.data": cfg.to_dict()}) as run:
+    with tracking.stage_run("sign_data") as run:
         counts = make_sign_data(cfg, OUT)
         run.log_metrics({"images_per_class": counts})
         sample_grid(OUT, GRID)

@@ -23,7 +23,7 @@ GRID = Path("metrics/synthesize_samples.png")
 def main() -> None:
     p = params.load()
     cfg, use = p["synthesize"], p.choice("classify.use", USES)
-    with tracking.stage_run("synthesize", {"synthesize": cfg.to_dict(), "classify.use": use}) as run:
+    with tracking.stage_run("synthesize") as run:
         raw = Dataset(RAW)
         train = raw.split("train")
         conditions = frame_conditions(train, CONDITIONS, use)
@@ -32,8 +32,7 @@ def main() -> None:
         jobs = plan(conditions, cfg["count"], mix, cfg["source_min_share"], cfg["seed"])
         jobs = shard(jobs, cfg["shard_index"], cfg["shard_count"])
         captions = {r["id"]: r for r in read_jsonl(CAPTIONS)} if CAPTIONS.is_file() else {}
-        sampler = cfg.get(generator.backend, {})
-        sampler = sampler.to_dict() if hasattr(sampler, "to_dict") else dict(sampler)
+        sampler = cfg.get(generator.backend, {}).to_dict()
         start = time.time()
         synthetic = synthesize(generator, raw, jobs, captions, OUT, cfg["batch_size"], **sampler)
         seconds = time.time() - start

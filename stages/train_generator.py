@@ -6,15 +6,13 @@ With generator.nproc > 1 the stage relaunches itself under torchrun: every rank 
 on CPU, nccl on GPUs; synthdrive.generate.training.Distributed), rank 0 alone writes and logs.
 """
 import contextlib
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
 from synthdrive import generate, params, tracking, viz
+from synthdrive.compute import is_helper_rank, relaunch, set_threads
 from synthdrive.conditions import USES, Condition, frame_conditions
 from synthdrive.dataset import Dataset, atomic_dir, write_json
 from synthdrive.errors import UserError, run_stage
@@ -36,29 +34,21 @@ GRID_CONDITIONS = [Condition("clear", "day"), Condition("rain", "day"), Conditio
 def main() -> None:
     p = params.load()
     cfg, use = p["generator"], p.choice("classify.use", USES)
-    nproc = cfg["nproc"]
-    if not isinstance(nproc, int) or nproc < 1:
-        raise UserError(f"params.yaml: generator.nproc is {nproc!r}; it must be an integer >= 1")
-    if nproc > 1 and cfg["backend"] == "controlnet":
+    if cfg["nproc"] > 1 and cfg["backend"] == "controlnet":
         raise UserError("params.yaml: generator.nproc > 1 but generator.backend controlnet trains nothing; "
                         "set generator.nproc: 1")
+    relaunch(cfg["nproc"], __file__)
+    set_threads(cfg["threads"])
     seeds = cfg["diversity_seeds"]
-    if not isinstance(seeds, int) or seeds < 2:
-        raise UserError(f"params.yaml: generator.diversity_seeds is {seeds!r}; it must be an integer >= 2 "
-                        f"(renders per layout compared for diversity)")
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               __file__, *sys.argv[1:]]
-        sys.exit(subprocess.run(cmd).returncode)
     dataset = Dataset(RAW)
     conditions = frame_conditions(dataset.records, CONDITIONS, use)
     generator = generate.create(cfg, dataset.meta["label_space"])
     height, width = generator.size
     train = load_split(dataset, "train", height, width, conditions)
-    if int(os.environ.get("RANK", "0")) != 0:  # a helper rank: train in step with rank 0, write nothing
+    if is_helper_rank():
         generator.train(train, CHECKPOINTS)
         return
-    with tracking.stage_run("train_generator", {"generator": cfg.to_dict(), "classify.use": use}) as run, \
+    with tracking.stage_run("train_generator") as run, \
             contextlib.ExitStack() as stack:
         evaluate = cfg["eval_frames"] > 0  # 0: skip (e.g. ControlNet on a CPU: 50 passes an image)
         val = load_split(dataset, "val", height, width, conditions, limit=cfg["eval_frames"]) if evaluate else None
@@ -86,8 +76,6 @@ def main() -> None:
         # Measured by the shared training loop (optimisation only, summed over resumed sessions);
         # a pretrained backend (controlnet) trains nothing.
         train_seconds = getattr(generator, "train_seconds", 0.0)
-        with atomic_dir(OUT) as tmp:
-            generator.save(tmp)
         metrics = {"trained_steps": getattr(generator, "trained_steps", 0), "train_seconds": train_seconds,
                    # processes that trained, and the largest weight difference between them (0: in sync)
                    "world_size": getattr(generator, "world_size", 1),
@@ -105,6 +93,9 @@ def main() -> None:
             tiles, captions = diversity_tiles(generator, val, 4, seeds)
             viz.save_png(viz.grid(tiles, captions, cols=1 + seeds), DIVERSITY_GRID)
             run.log_artifact(DIVERSITY_GRID)
+        # Only a model whose health check ran to the end: written beside OUT, then renamed into place.
+        with atomic_dir(OUT) as tmp:
+            generator.save(tmp)
         write_json(METRICS, metrics)
         run.log_metrics(metrics)
         run.log_artifact(METRICS)

@@ -6,14 +6,11 @@ extra frames on top of a full real batch, so every variant sees the same real sa
 With segmenter.train.nproc > 1 the stage relaunches itself under torchrun (gloo on CPU).
 """
 import argparse
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import torch
 
 from synthdrive import params, tracking
+from synthdrive.compute import is_helper_rank, relaunch, set_threads
 from synthdrive.errors import run_stage
 from synthdrive.segment.train import VARIANTS, run_config, train
 
@@ -27,23 +24,17 @@ def main() -> None:
     args = parser.parse_args()
     p = params.load()
     seg = p["segmenter"]
-    nproc = int(seg["train.nproc"])
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               __file__, *sys.argv[1:]]
-        sys.exit(subprocess.run(cmd).returncode)
-    torch.set_num_threads(int(seg["train.threads"]))
+    relaunch(seg["train.nproc"], __file__)
+    set_threads(seg["train.threads"])
     name = f"{args.variant}-{args.seed}"
     out = Path("models/segmenter") / name
-    rank = int(os.environ.get("RANK", "0"))
     cfg = run_config(seg, label_space=p["labels.space"], variant=args.variant, seed=args.seed, raw=RAW,
                      synthetic=SYNTHETIC, kept=KEPT, work_dir=Path("models/.segmenter_work") / name,
                      tracking_uri=tracking.tracking_uri())
-    if rank != 0:
+    if is_helper_rank():
         train(cfg, out, resume=bool(seg["train.resume"]))
         return
-    section = {"segmenter": seg.to_dict(), "variant": args.variant, "seed": args.seed}
-    with tracking.stage_run(f"train_segmenter@{name}", section) as run:
+    with tracking.stage_run(f"train_segmenter@{name}", {"variant": args.variant, "seed": args.seed}) as run:
         summary = train(cfg, out, resume=bool(seg["train.resume"]), log_fn=run.log_metrics,
                         log_interval=int(seg["train.log_interval"]))
         run.log_metrics({k: v for k, v in summary.items() if k != "final_losses"})

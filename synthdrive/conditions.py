@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from synthdrive.errors import UserError
 
@@ -26,6 +27,40 @@ class Condition(NamedTuple):
             raise ValueError(f"bad condition {text!r}: write WEATHER-TIME with WEATHER in "
                              f"{WEATHERS} and TIME in {TIMES_OF_DAY}, e.g. 'rain-night'")
         return cls(weather, time_of_day)
+
+
+def condition_key(record: dict, missing: str | None = None) -> str:
+    """A frame record's condition as its key ('rain-night'); ``missing`` stands in for a factor
+    the record lacks (default: KeyError)."""
+    if missing is None:
+        return str(Condition(record["weather"], record["time_of_day"]))
+    return str(Condition(record.get("weather", missing), record.get("time_of_day", missing)))
+
+
+def rare_conditions(train_conditions: Iterable[str], setting="auto") -> list[str]:
+    """The rare subgroups (the ones a synthesizer targets, real_aug shifts to and evaluate reports
+    as rare): a list of condition keys, or "auto" = every condition of ``train_conditions`` (one
+    key per real train frame) except the most frequent one."""
+    if setting != "auto":
+        return [str(Condition.parse(c)) for c in setting]
+    counts = Counter(train_conditions)
+    common = counts.most_common(1)[0][0] if counts else None
+    return sorted(c for c in counts if c != common)
+
+
+def one_per_condition(items: Iterable, condition_of: Callable, n: int, order: Iterable[str] = ()) -> list:
+    """Up to ``n`` of ``items``, one condition after another (first-seen order, or ``order``
+    first), for sample grids and examples that should show every condition."""
+    groups: dict[str, list] = {c: [] for c in order}
+    for item in items:
+        groups.setdefault(condition_of(item), []).append(item)
+    queues = [list(g) for g in groups.values() if g]
+    picked: list = []
+    while len(picked) < n and any(queues):
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(queue.pop(0))
+    return picked
 
 
 def all_conditions() -> list[Condition]:

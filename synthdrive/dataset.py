@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -24,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from synthdrive import labels as label_spaces
-from synthdrive.errors import UserError
+from synthdrive.errors import UserError, machine_id, process_gone, process_identity
 
 SPLITS = ("train", "val", "test")
 
@@ -33,19 +35,91 @@ class DatasetError(UserError, ValueError):
     """Bad data on disk; the message names the file and what to do."""
 
 
+# A temp folder's name says who writes it: .<name>.tmp-<pid>-<start, 1/100 s>-<machine>-<random>
+# (.<name>.old-... for the output being replaced), so a later write of the same output can tell
+# the folders of killed writers (removed) from those of live ones (kept).
+_LEGACY_AGE_S = 3600
+
+
+def _owner_token() -> str:
+    me = process_identity()
+    return f"{me['pid']}-{round(float(me['start']) * 100)}-{machine_id()}"
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # not thread-safe, only where /proc does not say
+    os.umask(mask)
+    return mask
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    with os.scandir(path) as entries:
+        for entry in entries:
+            newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    return newest
+
+
+def remove_stale_temps(final: str | os.PathLike) -> list[Path]:
+    """Remove the temp folders that killed writers of ``final`` left beside it; return them.
+
+    A folder goes when its writer ran on this machine (host and pid namespace) and is gone.
+    Folders of live writers, or of writers on another machine sharing the folder, stay. Folders
+    named the old way (``.<name>.tmp-<random>``, ``.<name>.old-<pid>``, no owner) go once
+    untouched for an hour."""
+    final = Path(final)
+    name = re.escape(final.name)
+    owned = re.compile(rf"\.{name}\.(?:tmp|old)-(\d+)-(\d+)-([0-9a-f]{{8}})-[a-z0-9_]+")
+    legacy = re.compile(rf"\.{name}\.(?:tmp-[a-z0-9_]{{8}}|old-\d+)")
+    here, removed = machine_id(), []
+    try:
+        siblings = [p for p in final.parent.iterdir() if p.name.startswith(f".{final.name}.")]
+    except OSError:
+        return removed
+    for path in siblings:
+        try:
+            m = owned.fullmatch(path.name)
+            if m:
+                stale = m.group(3) == here and process_gone(int(m.group(1)), int(m.group(2)) / 100)
+            else:
+                stale = bool(legacy.fullmatch(path.name)) and path.is_dir() and \
+                    time.time() - _newest_mtime(path) > _LEGACY_AGE_S
+            if stale:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(path)
+        except OSError:
+            continue  # vanished meanwhile, or not ours to remove: never fail the write for it
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp folder beside ``final``; on success it replaces ``final``, on error vanishes."""
+    """Yield a temp folder beside ``final``; on success it replaces ``final``, on error vanishes.
+
+    First removes what killed writers of ``final`` left (see remove_stale_temps). The output gets
+    the usual permissions (0o777 minus the umask), not mkdtemp's owner-only 0o700."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_temps(final)
+    token = _owner_token()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{token}-", dir=final.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = final.with_name(f".{final.name}.old-{tmp.name[len(f'.{final.name}.tmp-'):]}")
         final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
@@ -141,6 +215,13 @@ class DatasetWriter:
         if exc[0] is None:
             write_jsonl(self.tmp / "index.jsonl", self.records)
             write_json(self.tmp / "meta.json", self.meta)
+            try:  # a fault (duplicate id, label outside the space, wrong size) leaves no output
+                Dataset(self.tmp).validate()
+            except DatasetError as e:
+                error = DatasetError(f"{str(e).replace(str(self.tmp), str(self.root))} "
+                                     f"(nothing was written to {self.root})")
+                self._ctx.__exit__(DatasetError, error, None)
+                raise error from None
         return self._ctx.__exit__(*exc)
 
 
@@ -170,20 +251,37 @@ class Dataset:
         return read_png(self.root / "labels" / f"{fid}.png", "L")
 
     def validate(self) -> None:
-        """Check ids, sizes, id range and readability of every frame; raise on the first fault."""
-        ids = [r["id"] for r in self.records]
-        dup = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
-        if dup:
-            raise DatasetError(f"{self.root / 'index.jsonl'}: duplicate ids {sorted(dup)[:5]}")
-        for sub in ("images", "labels"):
-            extra = {p.stem for p in (self.root / sub).glob("*.png")} - set(ids)
+        """Check ids, splits, sizes, id range and readability of every frame; raise on the first
+        fault, naming the file (and, for a duplicate id, the source files of both records)."""
+        index = self.root / "index.jsonl"
+        seen: dict[str, dict] = {}
+        for n, r in enumerate(self.records, 1):
+            fid = r.get("id") if isinstance(r, dict) else None
+            if not isinstance(fid, str) or not fid:
+                raise DatasetError(f"{index}:{n}: record has no id; regenerate the dataset")
+            if fid in seen:
+                origins = [x.get("origin") for x in (seen[fid], r)]
+                detail = f" (from {origins[0]} and {origins[1]})" if all(origins) else ""
+                raise DatasetError(f"{index}:{n}: duplicate id {fid!r}{detail}; ids must be unique")
+            seen[fid] = r
+            if r.get("split") not in SPLITS:
+                raise DatasetError(f"{index}:{n}: frame {fid} has split {r.get('split')!r}; "
+                                   f"splits are {', '.join(SPLITS)}")
+        for sub in ("images", "labels", "depth"):
+            extra = {p.stem for p in (self.root / sub).glob("*.png")} - set(seen)
             if extra:
                 raise DatasetError(f"{self.root / sub}: {len(extra)} files not in index.jsonl, "
                                    f"e.g. {sorted(extra)[0]}.png")
+        height, width = self.meta.get("height"), self.meta.get("width")
+        size = (height, width) if all(isinstance(v, int) and not isinstance(v, bool)
+                                      for v in (height, width)) else None
         n = self.label_space.num_classes
-        for r in self.records:
-            image, label = self.image(r["id"]), self.label(r["id"])
-            check_pair(image, label, n, self.root / "labels" / f"{r['id']}.png")
+        for fid in seen:
+            image, label = self.image(fid), self.label(fid)
+            check_pair(image, label, n, self.root / "labels" / f"{fid}.png")
+            if size and image.shape[:2] != size:
+                raise DatasetError(f"{self.root / 'images' / f'{fid}.png'}: image is {image.shape[1]}x"
+                                   f"{image.shape[0]} but meta.json says {width}x{height}")
 
 
 def check_pair(image: np.ndarray, label: np.ndarray, num_classes: int, label_path) -> None:

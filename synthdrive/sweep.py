@@ -26,6 +26,7 @@ import yaml
 
 from synthdrive import params as params_mod
 from synthdrive import tracking
+from synthdrive.compute import JOBS_ENV
 from synthdrive.errors import UserError, run_stage
 
 SWEEPS = Path("experiments/sweeps.yaml")
@@ -206,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     # experiment import its own copy of synthdrive (the stage's cwd), not the editable install.
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [".", os.environ.get("PYTHONPATH")]))
+    os.environ[JOBS_ENV] = str(args.jobs)  # threads: auto shares the cores among the parallel jobs
     print(f"sweep {args.name}: {len(runs)} experiments, MLflow store {uri}")
     for command in commands:
         dvc(*command)

@@ -5,6 +5,11 @@ inside a queued experiment would land in DVC's temp folder and be deleted), unle
 MLFLOW_TRACKING_URI is set. Stages of one ``dvc repro`` / ``dvc exp run`` find their shared
 parent through a key built from the nearest ``dvc`` ancestor process (pid + start time), or
 from SYNTHDRIVE_RUN_KEY. Tracking must never kill a stage: every failure becomes a warning.
+
+Every run is tagged with the host, pid namespace, pid and start time of the process that made it;
+each stage first closes as KILLED the runs left RUNNING by processes of this machine that no longer
+exist (SIGKILL, a crash, the machine's OOM killer). Runs of live processes and of other machines
+are never touched.
 """
 from __future__ import annotations
 
@@ -16,10 +21,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+from synthdrive.errors import deferred_signals, process_gone, process_identity
 from synthdrive.params import repo_root
 
 EXPERIMENT = os.environ.get("SYNTHDRIVE_EXPERIMENT", "synthdrive")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow takes at most 100 params per log_batch call (MAX_PARAMS_TAGS_PER_BATCH).
+PARAMS_PER_CALL = 100
+PARAM_CHARS = 500
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -68,24 +77,74 @@ def _git(*args: str) -> str:
         return ""
 
 
+def log_params_batched(client, run_id: str, params: dict) -> int:
+    """Log ``params`` (flattened, values cut to PARAM_CHARS) in log_batch calls of at most
+    PARAMS_PER_CALL params: ~250 params are 3 calls, not 250. Returns the number of calls."""
+    from mlflow.entities import Param
+
+    entries = [Param(k, str(v)[:PARAM_CHARS]) for k, v in flatten(params).items()]
+    calls = 0
+    for i in range(0, len(entries), PARAMS_PER_CALL):
+        client.log_batch(run_id, params=entries[i:i + PARAMS_PER_CALL])
+        calls += 1
+    return calls
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that makes a run, so a later stage can tell that it died."""
+    me = process_identity()
+    return {"synthdrive_host": me["host"], "synthdrive_pidns": me["pidns"],
+            "synthdrive_pid": me["pid"], "synthdrive_pid_start": me["start"]}
+
+
+def close_dead_runs(client, experiment_id: str) -> list[str]:
+    """Close as KILLED every RUNNING run of ``experiment_id`` whose process (per its owner tags)
+    ran on this machine and no longer exists; return their ids. Untagged runs, runs of live
+    processes and runs made on another host or in another pid namespace stay as they are."""
+    me = process_identity()
+    runs = client.search_runs([experiment_id], max_results=1000, filter_string=(
+        f"attributes.status = 'RUNNING' and tags.synthdrive_host = '{me['host']}'"))
+    closed = []
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("synthdrive_pidns", "") != me["pidns"]:
+            continue
+        try:
+            pid, start = int(tags["synthdrive_pid"]), float(tags["synthdrive_pid_start"])
+        except (KeyError, ValueError):
+            continue
+        if process_gone(pid, start):
+            client.set_tag(run.info.run_id, "synthdrive_closed_by",
+                           f"pid {me['pid']}: its process (pid {pid}) had ended without closing it")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
 class StageRun:
     """What a stage logs to; every method is a no-op (with one warning) when tracking failed."""
 
     def __init__(self, mlflow_module=None, run_id: str | None = None, parent_id: str | None = None):
         self._mlflow, self.run_id, self.parent_id = mlflow_module, run_id, parent_id
+        self._owner = mlflow_module  # still closes the run after logging was given up
 
     def _call(self, fn: str, *args, **kwargs) -> None:
         if self._mlflow is None:
             return
+        self._guard(fn, lambda: getattr(self._mlflow, fn)(*args, **kwargs))
+
+    def _guard(self, what: str, call) -> None:
         try:
-            getattr(self._mlflow, fn)(*args, **kwargs)
+            call()
         except Exception as e:  # tracking must not kill a stage
-            warnings.warn(f"MLflow {fn} failed, continuing without tracking: {e}")
+            warnings.warn(f"MLflow {what} failed, continuing without tracking: {e}")
             self._mlflow = None
 
     def log_params(self, params: dict) -> None:
-        flat = {k: str(v)[:500] for k, v in flatten(params).items()}
-        self._call("log_params", flat)
+        if self._mlflow is None:
+            return
+        client = self._mlflow.MlflowClient
+        self._guard("log_params", lambda: log_params_batched(client(), self.run_id, params))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         flat = {k: float(v) for k, v in flatten(metrics).items()
@@ -107,6 +166,21 @@ class StageRun:
         except Exception as e:
             warnings.warn(f"MLflow parent metrics failed: {e}")
 
+    def _close(self, status: str) -> None:
+        """End the run (also when logging to it was given up: it must not stay RUNNING)."""
+        mlflow, self._owner = self._owner, None
+        if mlflow is None or self.run_id is None:
+            return
+        try:
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == self.run_id:
+                mlflow.end_run(status=status)
+            else:
+                mlflow.MlflowClient().set_terminated(self.run_id, status=status)
+        except Exception as e:
+            if self._mlflow is not None:  # else its failure was already reported
+                warnings.warn(f"MLflow end_run failed: {e}")
+
 
 def init_store(root: Path | None = None) -> str:
     """Create the store (schema) and the experiment; return the tracking URI. Call it once
@@ -121,57 +195,96 @@ def init_store(root: Path | None = None) -> str:
     return uri
 
 
-def _start(stage: str, section_params: dict):
+def declared_params(stage: str, dvc_file: str | os.PathLike = "dvc.yaml") -> dict[str, Any]:
+    """{key: value} from params.yaml for each key of the ``params:`` list dvc.yaml gives stage
+    ``stage`` (``name@item`` -> ``name``): one list decides both what reruns the stage and what
+    its run logs. Empty outside a DVC project or for a stage dvc.yaml does not name."""
+    import yaml
+
+    from synthdrive import params as params_mod
+
+    path = Path(dvc_file)
+    if not path.is_file():
+        return {}
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {})
+    name = stage.split("@")[0]
+    body = stages.get(name) or {}
+    p = params_mod.load()
+    out = {}
+    for key in body.get("params", []):
+        if isinstance(key, str):
+            value = p[key]
+            out[key] = value.to_dict() if isinstance(value, params_mod.Params) else value
+    return out
+
+
+def _start(tracker: StageRun, stage: str, section_params: dict) -> None:
+    """Open the child run of ``stage`` (and the parent, first stage of an execution) into
+    ``tracker``. Runs are made inside deferred_signals: a SIGTERM or Ctrl-C meanwhile waits until
+    the parent is closed and the child is in ``tracker``, which stage_run then closes."""
     import mlflow
 
     init_store()
-    mlflow.set_experiment(EXPERIMENT)
+    experiment_id = mlflow.set_experiment(EXPERIMENT).experiment_id
+    client = mlflow.MlflowClient()
+    try:
+        close_dead_runs(client, experiment_id)
+    except Exception as e:
+        warnings.warn(f"could not close the MLflow runs of killed processes: {e}")
     key, kind = _pipeline_key()
     exp_name = os.environ.get("DVC_EXP_NAME", "")
     found = mlflow.search_runs(filter_string=f"tags.synthdrive_key = '{key}' and tags.role = 'pipeline'",
                                output_format="list", max_results=1)
     tags = {"git_commit": _git("rev-parse", "HEAD"), "dvc_exp_name": exp_name, "kind": kind,
-            "git_dirty": str(bool(_git("status", "--porcelain"))).lower()}
+            "git_dirty": str(bool(_git("status", "--porcelain"))).lower(), **owner_tags()}
     if found:
         parent_id = found[0].info.run_id
     else:
         from synthdrive import params as params_mod
 
-        parent = mlflow.MlflowClient().create_run(
-            mlflow.get_experiment_by_name(EXPERIMENT).experiment_id,
-            run_name=exp_name or f"{kind} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            tags={**tags, "synthdrive_key": key, "role": "pipeline"})
-        parent_id = parent.info.run_id
         try:
-            all_params = flatten(params_mod.load().to_dict())
-            client = mlflow.MlflowClient()
-            for k, v in all_params.items():
-                client.log_param(parent_id, k, str(v)[:500])
+            all_params = params_mod.load().to_dict()
         except Exception as e:
+            all_params = {}
             warnings.warn(f"could not log params.yaml on the parent run: {e}")
-        mlflow.MlflowClient().set_terminated(parent_id)
-    run = mlflow.start_run(run_name=stage, parent_run_id=parent_id,
-                           tags={**tags, "stage": stage, "role": "stage"})
-    tracker = StageRun(mlflow, run.info.run_id, parent_id)
+        with deferred_signals():
+            parent_id = client.create_run(
+                experiment_id, run_name=exp_name or f"{kind} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                tags={**tags, "synthdrive_key": key, "role": "pipeline"}).info.run_id
+            try:
+                log_params_batched(client, parent_id, all_params)
+            except Exception as e:
+                warnings.warn(f"could not log params.yaml on the parent run: {e}")
+            finally:
+                client.set_terminated(parent_id)
+    with deferred_signals():
+        run = mlflow.start_run(run_name=stage, parent_run_id=parent_id,
+                               tags={**tags, "stage": stage, "role": "stage"})
+        tracker._mlflow = tracker._owner = mlflow
+        tracker.run_id, tracker.parent_id = run.info.run_id, parent_id
     tracker.log_params(section_params)
-    return tracker
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, section_params: dict | None = None) -> Iterator[StageRun]:
-    """Open the MLflow child run of ``stage`` under this execution's parent run."""
-    try:
-        tracker = _start(stage, section_params or {})
-    except Exception as e:
-        warnings.warn(f"MLflow tracking unavailable ({e}); stage {stage} runs untracked")
-        tracker = StageRun()
+def stage_run(stage: str, extra_params: dict | None = None) -> Iterator[StageRun]:
+    """Open the MLflow child run of ``stage`` under this execution's parent run; close it as
+    FINISHED, FAILED (an exception, SIGTERM under run_stage) or KILLED (Ctrl-C).
+
+    The run logs the params dvc.yaml declares for the stage (``declared_params``) plus
+    ``extra_params`` (command-line arguments such as a variant and seed)."""
+    tracker = StageRun()
     status = "FAILED"
     try:
+        try:
+            _start(tracker, stage, {**declared_params(stage), **(extra_params or {})})
+        except Exception as e:
+            warnings.warn(f"MLflow tracking unavailable ({e}); stage {stage} runs untracked")
+            tracker._mlflow = None
         yield tracker
         status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
-        if tracker._mlflow is not None:
-            try:
-                tracker._mlflow.end_run(status=status)
-            except Exception as e:
-                warnings.warn(f"MLflow end_run failed: {e}")
+        with deferred_signals():
+            tracker._close(status)

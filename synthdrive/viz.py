@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from synthdrive import labels
+from synthdrive.conditions import condition_key
 
 
 def side_by_side(image: np.ndarray, label: np.ndarray, space: str) -> np.ndarray:
@@ -50,7 +51,7 @@ def dataset_grid(dataset, path: str | os.PathLike, per_condition: int = 1, cols:
     tiles, captions = [], []
     records = dataset.split(split) if split else dataset.records
     for r in sorted(records, key=lambda r: (r.get("weather", ""), r.get("time_of_day", ""), r["id"])):
-        cond = f"{r.get('weather', '?')}-{r.get('time_of_day', '?')}"
+        cond = condition_key(r, missing="?")
         if seen.get(cond, 0) >= per_condition:
             continue
         seen[cond] = seen.get(cond, 0) + 1

@@ -11,7 +11,7 @@ import yaml
 
 from synthdrive import labels
 from synthdrive.caption import condition_phrase, make_captioner, retarget
-from synthdrive.caption.phrases import mentions
+from synthdrive.prompts import mentions
 from synthdrive.caption.template import describe
 from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition, all_conditions
 from synthdrive.errors import UserError

@@ -1,9 +1,11 @@
 """The folder collector (CamVid / generic images+labels) and the collect stage's bad-input errors."""
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from synthdrive.dataset import Dataset
+from synthdrive.dataset import Dataset, DatasetError
 from tests.conftest import REPO, make_folder_dataset
 
 FOLDER = {"collect": {"source": "folder", "height": 16, "width": 24}}
@@ -144,3 +146,28 @@ def test_camvid_profile_holds_out_a_dusk_block(camvid, workdir):
     assert sum(r["time_of_day"] == "dusk" for r in ds.split("train")) == 44
     assert len(ds.split("val")) == 21
     assert profile["collect.folder.path"] == "../shared/data/camvid"
+
+
+def test_two_images_with_one_frame_id_are_named(tmp_path, workdir):
+    """x.png beside x.jpg would give two records with one id sharing labels/x.png."""
+    src = make_folder_dataset(tmp_path / "src")
+    png = src / "train/images/0016E5_00001.png"
+    jpg = png.with_suffix(".jpg")
+    Image.open(png).save(jpg)
+    msg = _fails(workdir, _folder_params(src), "both give frame id 'train_0016E5_00001'")
+    assert str(png) in msg and str(jpg) in msg
+
+
+def test_resplit_into_one_id_is_named(tmp_path):
+    """The same file name in two splits that resplit moves into one split: one id, two files."""
+    from synthdrive.collect import collect
+    from synthdrive.params import Params
+
+    src = make_folder_dataset(tmp_path / "src", n=2)
+    shutil.copytree(src / "train", src / "val")
+    cfg = {"source": "folder", "height": 16, "width": 24,
+           "folder": {"path": str(src), "label_space": "camvid11", "label_map": {}, "ignore_ids": [11],
+                      "condition_rule": "camvid", "resplit": [{"match": "val/*", "split": "train"}]}}
+    with pytest.raises(DatasetError, match=r"val/images/0001TP_00000\.png: both give frame id 'train_0001TP_00000'"):
+        collect(Params(cfg, "collect"), "camvid11", tmp_path / "raw")
+    assert not any(tmp_path.glob("*raw*"))

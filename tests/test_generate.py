@@ -155,6 +155,79 @@ def test_checkpoint_resume_replays_an_uninterrupted_run(train_data, tmp_path):
     assert steps[0] == 1  # other settings: the checkpoint is not reused
 
 
+def _checkout_copy(tmp_path: Path, monkeypatch) -> Path:
+    """An unedited copy of the repo's synthdrive/ that synthdrive.codehash hashes from now on."""
+    from synthdrive import codehash
+
+    copy = tmp_path / "checkout"
+    shutil.copytree(codehash.ROOT / "synthdrive", copy / "synthdrive", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codehash, "ROOT", copy)
+    return copy
+
+
+def test_resume_needs_the_same_training_code(train_data, tmp_path, monkeypatch, capsys):
+    """DVC reruns train_generator after a code edit; the finished checkpoint of the old code must
+    then not be resumed (zero steps, the old model exported again). Raising iterations on the same
+    code, settings and data still continues from it."""
+    def steps_of(iterations: int, ckpt: Path) -> list[int]:
+        steps = []
+        gen = generate.create(Params(gen_params(spade_gan={"iterations": iterations})), "camvid11")
+        gen.train(train_data, ckpt, on_step=lambda step, _: steps.append(step))
+        return steps
+
+    assert steps_of(4, tmp_path / "ckpt") == [1, 2, 3, 4]
+    shutil.copytree(tmp_path / "ckpt", tmp_path / "finished")
+    assert steps_of(6, tmp_path / "ckpt") == [5, 6]  # raised iterations: continues
+    assert steps_of(6, tmp_path / "ckpt") == []  # same training, finished: nothing to do
+    copy = _checkout_copy(tmp_path, monkeypatch)
+    assert steps_of(6, tmp_path / "ckpt") == []  # the same code elsewhere hashes the same
+    capsys.readouterr()
+    # an edit in the backend, in the shared loop, in a module imported on the way, in the
+    # label spaces; each on the finished step-4 checkpoint of the unedited code
+    for i, edited in enumerate(["synthdrive/generate/spade_gan.py", "synthdrive/generate/training.py",
+                                "synthdrive/labels.py", "synthdrive/label_spaces.yaml"]):
+        file = copy / edited
+        original = file.read_text()
+        file.write_text(original + "\n# edited\n")
+        shutil.copytree(tmp_path / "finished", tmp_path / f"case{i}")
+        assert steps_of(6, tmp_path / f"case{i}") == [1, 2, 3, 4, 5, 6], edited  # from step 0
+        assert "resume: code changed since the checkpoint" in capsys.readouterr().out
+        assert steps_of(6, tmp_path / f"case{i}") == []  # the new code's checkpoint resumes
+        file.write_text(original)
+    # another backend's module is not code this backend trains with
+    (copy / "synthdrive/generate/sdm.py").write_text("# edited\n")
+    assert steps_of(6, tmp_path / "ckpt") == []
+    assert torch.load(tmp_path / "ckpt" / "spade_gan.pt", weights_only=True)["code"]
+
+
+def test_code_fingerprint_hashes_the_backends_import_closure():
+    from synthdrive.codehash import closure
+
+    files = closure("synthdrive.generate.pix2pix")
+    assert {"synthdrive/generate/pix2pix.py", "synthdrive/generate/spade_gan.py", "synthdrive/generate/training.py",
+            "synthdrive/generate/__init__.py", "synthdrive/codehash.py", "synthdrive/labels.py",
+            "synthdrive/label_spaces.yaml"} <= set(files)
+    assert not {"synthdrive/generate/sdm.py", "synthdrive/generate/floor.py", "synthdrive/__init__.py"} & set(files)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"PK\x03\x04truncated zip"])
+def test_corrupt_checkpoint_is_a_user_error_naming_the_file(train_data, tmp_path, content):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "spade_gan.pt").write_bytes(content)
+    gen = generate.create(Params(gen_params()), "camvid11")
+    with pytest.raises(UserError) as caught:
+        gen.train(train_data, tmp_path / "ckpt")
+    message = str(caught.value)
+    assert str(tmp_path / "ckpt" / "spade_gan.pt") in message and "\n" not in message
+    assert "delete it" in message and "generator.resume: false" in message
+    # the fix it names works: resume off trains from step 0 and overwrites the file
+    steps = []
+    gen = generate.create(Params(gen_params(resume=False)), "camvid11")
+    gen.train(train_data, tmp_path / "ckpt", on_step=lambda step, _: steps.append(step))
+    assert steps == [1, 2, 3, 4]
+    assert torch.load(tmp_path / "ckpt" / "spade_gan.pt", weights_only=True)["step"] == 4
+
+
 def test_sdm_tiny_end_to_end(train_data, raw, tmp_path):
     gen = generate.create(Params(gen_params(backend="sdm")), "camvid11")
     losses = []
@@ -308,6 +381,41 @@ def test_stages_train_generator_then_synthesize(workdir):
     assert len(synthetic) == 6 and "synthesize: 6 frames" in proc.stdout
     assert all(r["source_condition"] == "clear-day" for r in synthetic.records)
     assert (workdir.path / "metrics" / "synthesize_samples.png").is_file()
+
+
+def test_train_generator_writes_no_model_when_its_health_check_fails(workdir, monkeypatch):
+    """models/generator appears only once the final health check (floor, diversity, grids) has
+    run: a check that crashes leaves no model behind, nor a temp folder."""
+    import contextlib
+    import importlib.util
+    import types
+
+    from synthdrive import tracking
+
+    raw_ds = make_raw(workdir.path / "data" / "raw")
+    rows = [{"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]} for r in raw_ds.records]
+    (workdir.path / "data" / "conditions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    workdir.set_params({"generator": gen_params(), "classify": {"use": "auto"}})
+    spec = importlib.util.spec_from_file_location("train_generator_stage",
+                                                  workdir.path / "stages" / "train_generator.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    floor_metrics = stage.floor_metrics
+
+    def failing(*args, all_conditions: bool = False, **kwargs):
+        if all_conditions:  # the final check only; the periodic ones during training pass
+            raise RuntimeError("health check failed")
+        return floor_metrics(*args, all_conditions=all_conditions, **kwargs)
+
+    untracked = types.SimpleNamespace(log_metrics=lambda *a, **k: None, log_artifact=lambda *a, **k: None,
+                                      log_parent_metrics=lambda *a, **k: None)
+    monkeypatch.setattr(stage, "floor_metrics", failing)
+    monkeypatch.setattr(tracking, "stage_run", lambda *a, **k: contextlib.nullcontext(untracked))
+    monkeypatch.chdir(workdir.path)
+    with pytest.raises(RuntimeError, match="health check failed"):
+        stage.main()
+    assert (workdir.path / "models" / "generator.ckpt" / "spade_gan.pt").is_file()  # it trained
+    assert sorted(p.name for p in (workdir.path / "models").iterdir()) == ["generator.ckpt"]
 
 
 def test_sampler_params_rerun_synthesize_only():

@@ -291,6 +291,43 @@ def test_resume_needs_the_same_training_data(data, tmp_path):
     assert not changed.resume
 
 
+def test_resume_needs_the_same_training_code(data, tmp_path, monkeypatch, capsys):
+    """DVC reruns train_segmenter after a code edit (a loss, the photometric control); the
+    finished checkpoint of the old code must then not be resumed (zero iterations, the old model
+    exported again). An interrupted run of the same code still continues where it stopped."""
+    from synthdrive import codehash
+    from synthdrive.segment.train import TRAINING_CODE, train
+
+    torch.set_num_threads(1)
+    work = tmp_path / "work"
+    cfg = _config(data, "real", work=work, checkpoint_interval=1)
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(metrics, step):
+        if step == 2:  # after iteration 1's checkpoint, before iteration 2's
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "a", log_fn=interrupt, log_interval=1)
+    assert not (tmp_path / "a").exists()
+    again = train(cfg, tmp_path / "b")  # the rerun continues after iteration 1
+    assert again["resumed"] and again["trained_iters"] == 2
+    # the same code in another checkout hashes the same; an edit of the photometric control there
+    copy = tmp_path / "checkout"
+    shutil.copytree(codehash.ROOT / "synthdrive", copy / "synthdrive", ignore=shutil.ignore_patterns("__pycache__"))
+    before = codehash.code_fingerprint(*TRAINING_CODE)
+    monkeypatch.setattr(codehash, "ROOT", copy)
+    assert codehash.code_fingerprint(*TRAINING_CODE) == before
+    capsys.readouterr()
+    photometric = copy / "synthdrive" / "segment" / "photometric.py"
+    photometric.write_text(photometric.read_text() + "\n# edited\n")
+    edited = train(cfg, tmp_path / "d")
+    assert not edited["resumed"] and edited["trained_iters"] == 3  # from step 0
+    assert "resume: code changed since the checkpoint" in capsys.readouterr().out
+
+
 def test_miou_matches_mmseg_iou_metric(trained, data):
     from mmseg.evaluation import IoUMetric
 
@@ -416,3 +453,143 @@ def test_inception_fid_path_loads_a_local_weights_file(tmp_path, monkeypatch):
     assert scores["real"] == scores["synthetic"] == 6 and np.isfinite(scores["fid"]) and scores["fid"] >= 0
     with pytest.raises(UserError, match="evaluate.fid.inception_weights"):
         ev.inception_features(tmp_path / "missing.pth")
+
+
+# --- a model folder is data, not code (config.json, weights_only checkpoints) -----------------------
+
+def _planted_pickle(path: Path, marker: Path, state: dict | None = None) -> Path:
+    """A checkpoint whose unpickling runs ``touch marker`` (tests/test_safe_loading.py's payload)."""
+    from tests.test_safe_loading import RunsCode
+
+    torch.save({"state_dict": state or {"w": torch.zeros(1)}, "meta": {"payload": RunsCode(marker)}}, path)
+    return path
+
+
+def _one_line(excinfo, *names) -> str:
+    text = str(excinfo.value)
+    assert "\n" not in text, text
+    for name in names:
+        assert str(name) in text, f"{name} not named in: {text}"
+    return text
+
+
+def test_model_folder_config_is_stored_and_read_as_data(trained, data, tmp_path):
+    from synthdrive.segment import evaluate as ev
+    from synthdrive.segment.config import load_config
+
+    out = trained["out"]
+    assert not (out / "config.py").exists()
+    stored = json.loads((out / "config.json").read_text())  # plain JSON
+    assert stored["model"]["type"] == "EncoderDecoder"
+    cfg = load_config(out)
+    assert cfg.to_dict() == {**trained["cfg"].to_dict(), "resume": False, "launcher": "none"}
+    assert isinstance(cfg.test_pipeline[1]["scale"], tuple)  # tuples survive (mmcv's Resize needs one)
+    # a folder from before (an mmengine Python config) is parsed, not executed, and still loads
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    cfg.dump(str(old / "config.py"))
+    (old / "config.json").unlink()
+    assert load_config(old).to_dict() == cfg.to_dict()
+    preds = ev.predict(ev.load_segmenter(old), data["raw"], splits=["val"], batch_size=4)
+    ref = ev.predict(ev.load_segmenter(out), data["raw"], splits=["val"], batch_size=4)
+    assert [p.areas[0].tolist() for p in preds] == [p.areas[0].tolist() for p in ref]
+
+
+@pytest.mark.parametrize("code", [
+    "import os\nos.system('touch {marker}')\nmodel = dict(type='EncoderDecoder')\n",
+    "model = dict(type=__import__('os').system('touch {marker}'))\n",
+    "model = dict(type='EncoderDecoder', backbone=[open('{marker}', 'w')])\n",
+], ids=["statement", "call", "builtin"])
+def test_old_config_py_that_runs_code_is_refused(trained, tmp_path, code):
+    from synthdrive.segment import evaluate as ev
+
+    folder = tmp_path / "shared"
+    shutil.copytree(trained["out"], folder)
+    (folder / "config.json").unlink()
+    marker = tmp_path / "ran"
+    (folder / "config.py").write_text(code.format(marker=marker))
+    with pytest.raises(UserError) as e:
+        ev.load_segmenter(folder)
+    assert "retrain" in _one_line(e, folder / "config.py")
+    assert not marker.exists()
+
+
+def test_config_json_naming_an_importable_function_is_refused(trained, tmp_path):
+    """mmengine resolves an unregistered dotted ``type`` by importing it and calls it with the
+    dict's other keys: JSON alone is not enough, the types are checked too."""
+    from mmseg.registry import MODELS
+
+    from synthdrive.segment import evaluate as ev
+
+    marker = tmp_path / "ran"
+    evil = {"type": "subprocess.getoutput", "cmd": f"touch {marker}"}
+    MODELS.build(dict(evil))  # what building it would do
+    assert marker.exists()
+    marker.unlink()
+    folder = tmp_path / "shared"
+    shutil.copytree(trained["out"], folder)
+    stored = json.loads((folder / "config.json").read_text())
+    stored["model"]["backbone"] = evil
+    (folder / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(UserError) as e:
+        ev.load_segmenter(folder)
+    _one_line(e, folder / "config.json", "model.backbone.type", "subprocess.getoutput")
+    assert not marker.exists()
+
+
+def test_segmenter_weights_that_run_code_are_refused(trained, tmp_path, monkeypatch):
+    from synthdrive.segment import evaluate as ev
+
+    folder = tmp_path / "shared"
+    shutil.copytree(trained["out"], folder)
+    marker = tmp_path / "ran"
+    state = torch.load(folder / "model.pth", weights_only=True)["state_dict"]
+    _planted_pickle(folder / "model.pth", marker, state)
+    with pytest.raises(UserError) as e:
+        ev.load_segmenter(folder)
+    _one_line(e, folder / "model.pth")
+    assert not marker.exists()
+    # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns torch's default off, not an explicit weights_only=True
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(UserError):
+        ev.load_segmenter(folder)
+    assert not marker.exists()
+
+
+def test_backbone_checkpoint_that_runs_code_is_refused(data, tmp_path):
+    from synthdrive.segment.config import SegmenterConfigError
+
+    marker = tmp_path / "ran"
+    planted = _planted_pickle(tmp_path / "backbone.pth", marker)
+    with pytest.raises(SegmenterConfigError) as e:
+        _backbone_config(data, planted)
+    _one_line(e, "segmenter.model.backbone_checkpoint", planted)
+    assert not marker.exists()
+    fine = tmp_path / "fine.pth"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, fine)
+    cfg = _backbone_config(data, fine)
+    assert cfg.model.backbone.init_cfg == dict(type="Pretrained", checkpoint=str(fine.resolve()))
+
+
+def _backbone_config(data, checkpoint: Path):
+    from synthdrive.segment.config import build_config
+
+    seg = tiny_segmenter().to_dict()
+    seg["model"]["backbone_checkpoint"] = str(checkpoint)
+    return build_config(seg, label_space="camvid11", train_sources=[dict(root=str(data["raw"]))],
+                        val_sources=[], work_dir=data["root"] / "work-backbone", seed=0)
+
+
+@pytest.mark.parametrize("name", ["mask2former", "segformer", "fcn"])
+def test_every_generated_config_round_trips_as_data(data, tmp_path, name):
+    """Every registry type build_config emits (all models, every option) is in the allow-list
+    and the stored JSON reads back equal, tuples included."""
+    from synthdrive.segment.config import build_config, load_config, save_config
+
+    seg = tiny_segmenter(val_interval=1, mlflow_vis_backend=True, photometric_distortion=True).to_dict()
+    seg["model"]["name"] = name
+    cfg = build_config(seg, label_space="camvid11", train_sources=[dict(root=str(data["raw"]))],
+                       val_sources=[dict(root=str(data["raw"]))], work_dir=tmp_path / "work", seed=0,
+                       extra_per_batch=1, tracking_uri="http://127.0.0.1:5000")
+    save_config(cfg, tmp_path / "config.json")
+    assert load_config(tmp_path).to_dict() == cfg.to_dict()

@@ -86,3 +86,16 @@ def test_sigterm_leaves_no_partial_output_and_closes_the_run(tmp_path, tracking_
     mlflow.set_tracking_uri(tracking_store)
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'slow_stage'")
     assert list(runs["status"]) == ["FAILED"]
+
+
+def test_a_stage_run_logs_the_params_dvc_yaml_declares(repo, monkeypatch):
+    """One list (dvc.yaml's params:) decides what reruns a stage and what its run logs."""
+    import yaml
+
+    monkeypatch.chdir(repo)
+    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["evaluate"]["params"]
+    got = tracking.declared_params("evaluate")
+    assert list(got) == declared
+    assert got["evaluate"] == yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]
+    assert set(tracking.declared_params("train_segmenter@real_synth-0")) >= {"segmenter.train", "labels"}
+    assert tracking.declared_params("not_a_stage") == {}

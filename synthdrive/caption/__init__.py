@@ -6,12 +6,11 @@ CPU, milliseconds) and ``llava`` (LLaVA from a local model folder). ``condition_
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from synthdrive.caption.phrases import condition_phrase, retarget
+from synthdrive.prompts import condition_phrase, retarget
 from synthdrive.caption.template import describe
 from synthdrive.conditions import Condition
 from synthdrive.dataset import Dataset, DatasetError

@@ -6,24 +6,15 @@ mention weather or time of day, so the condition phrase can be set separately pe
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from synthdrive.errors import UserError
+from synthdrive.compute import resolve_device
+from synthdrive.weights import check_model_folder
 
 FALLBACK_PROMPT = "USER: <image>\n{query} ASSISTANT:"
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"params.yaml: caption.llava.device={name!r} but CUDA is not available; "
-                        f"use 'auto' or 'cpu'")
-    return torch.device(name)
 
 
 def _quantization(load_in_4bit: bool, device: torch.device):
@@ -52,17 +43,16 @@ class LlavaCaptioner:
                  device: str = "auto", seed: int = 0):
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-        path = Path(model_dir) if model_dir else None
-        if path is None or not (path / "config.json").is_file():
-            raise UserError(f"params.yaml: caption.llava.model_dir={model_dir!r} is not a model "
-                            f"folder (no config.json); point it at a local LLaVA checkpoint saved "
-                            f"with save_pretrained (e.g. llava-hf/llava-1.5-7b-hf)")
-        self.device = _device(device)
+        # Weights before anything else: a folder without them is one line, not a traceback.
+        path = check_model_folder(model_dir, "caption.llava.model_dir",
+                                  hint="point it at a local LLaVA checkpoint saved with save_pretrained "
+                                       "(e.g. llava-hf/llava-1.5-7b-hf)")
+        self.device = resolve_device(device, "caption.llava.device")
         quant = _quantization(load_in_4bit, self.device)
         kwargs = {"quantization_config": quant, "device_map": "auto"} if quant else {}
         if self.device.type == "cuda" and not quant:
             kwargs["dtype"] = torch.float16
-        self.model = LlavaForConditionalGeneration.from_pretrained(path, **kwargs).eval()
+        self.model = LlavaForConditionalGeneration.from_pretrained(path, weights_only=True, **kwargs).eval()
         if not quant:
             self.model.to(self.device)
         self.processor = AutoProcessor.from_pretrained(path)

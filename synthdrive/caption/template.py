@@ -6,7 +6,7 @@ has depth/, else how low in the frame they sit); counts from the record's ``inst
 the source gives them, by their own names ("a stop sign" where camvid11 only has 'sign'), else
 "a car" for a single blob of car pixels and "cars" for more. The words come from the labels
 only, so a description never mentions weather or time: the condition phrase is added
-separately (synthdrive.caption.phrases).
+separately (synthdrive.prompts).
 """
 from __future__ import annotations
 

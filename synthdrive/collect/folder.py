@@ -24,6 +24,7 @@ from synthdrive.dataset import SPLITS, DatasetError, DatasetWriter, check_pair, 
 from synthdrive.params import ParamError, Params
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+LAYOUTS = ("split_dirs", "flat", "cityscapes")
 # Condition rules: how a frame's (weather, time of day) follows from its file name, where known.
 CONDITION_RULES = {
     # CamVid: sequence 0001TP was filmed at dusk, 0006R0 and 0016E5 by day, all in clear weather.
@@ -58,6 +59,22 @@ def _pairs(root: Path, layout: str, flat_split: str) -> list[tuple[str, Path, Pa
             raise DatasetError(f"{image}: image has no label (expected {label}); add the label "
                                f"or remove the image")
     return found
+
+
+def _frame_name(image: Path) -> str:
+    return image.stem.removesuffix("_leftImg8bit")
+
+
+def _check_unique_ids(pairs: list[tuple[str, Path, Path]]) -> None:
+    """Frame ids are ``<split>_<file stem>``: two images giving one id (x.png beside x.jpg, or the
+    same name from two splits that resplit moves together) would share a label and a record."""
+    first: dict[str, Path] = {}
+    for split, image, _ in pairs:
+        fid = f"{split}_{_frame_name(image)}"
+        if fid in first:
+            raise DatasetError(f"{first[fid]} and {image}: both give frame id {fid!r} (ids are "
+                               f"<split>_<file stem>); remove or rename one of them")
+        first[fid] = image
 
 
 def _resplit(rules, pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, Path, Path]]:
@@ -103,19 +120,18 @@ def _native_table(cfg: Params, native: labels.LabelSpace, target: str) -> tuple[
 
 def collect(cfg: Params, writer: DatasetWriter, label_space: str) -> None:
     folder = cfg["folder"]
-    root = Path(folder["path"]).expanduser()
-    if not root.is_absolute():  # queued experiments run in a temp copy: resolve against the repo
-        root = params.repo_root() / root
+    root = params.resolve_path(folder["path"])  # queued experiments run in a temp copy: the repo's
     if not root.is_dir():
         raise ParamError(f"params.yaml: collect.folder.path={folder['path']!r} ({root}) is not a folder; "
                          f"point it at the dataset")
-    layout = folder.choice("layout", ("split_dirs", "flat", "cityscapes")) \
+    layout = folder.choice("layout", LAYOUTS) \
         if "layout" in folder else "split_dirs"
     rule = CONDITION_RULES[folder.choice("condition_rule", CONDITION_RULES)]
     native = labels.get(folder["label_space"])
     valid, table = _native_table(folder, native, label_space)
     size = (cfg["width"], cfg["height"])
     pairs = _resplit(folder.get("resplit", []), _pairs(root, layout, folder.get("flat_split", "train")))
+    _check_unique_ids(pairs)
     for split, image_path, label_path in tqdm(pairs, desc="collect folder", unit="frame"):
         image = read_png(image_path, "RGB")
         raw = read_png(label_path, "L")
@@ -129,7 +145,7 @@ def collect(cfg: Params, writer: DatasetWriter, label_space: str) -> None:
         if image.shape[1::-1] != size:
             image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
             label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
-        name = image_path.stem.removesuffix("_leftImg8bit")
+        name = _frame_name(image_path)
         weather, time_of_day = rule(name)
         writer.add({"id": f"{split}_{name}", "split": split, "weather": weather,
                     "time_of_day": time_of_day, "source": "folder",

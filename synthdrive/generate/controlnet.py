@@ -5,7 +5,8 @@ ControlNet was trained on; the prompt is the retargeted caption (synthdrive.synt
 is diffusers' StableDiffusionControlNetPipeline with a DDIMScheduler; SynDiff-AD's settings
 (50 steps, guidance 9) are the defaults. Nothing is trained and nothing is downloaded:
 ``generator.controlnet.base_model_dir`` (a Stable Diffusion pipeline folder, model_index.json)
-and ``generator.controlnet.controlnet_dir`` (a ControlNetModel folder) must exist locally.
+and ``generator.controlnet.controlnet_dir`` (a ControlNetModel folder) must exist locally, with
+their weight files (checked when the generator is created, before anything is written).
 """
 from __future__ import annotations
 
@@ -17,32 +18,35 @@ import torch
 
 from synthdrive import labels
 from synthdrive.conditions import Condition
-from synthdrive.errors import UserError
+from synthdrive.compute import resolve_device
 from synthdrive.generate import EvalCallback, Generator, StepCallback, write_manifest
 from synthdrive.params import Params
+from synthdrive.weights import check_all, check_model_folder, check_pipeline_folder
 
 PALETTE_SPACE = "ade20k"
-WEIGHT_FILES = {"base_model_dir": "model_index.json", "controlnet_dir": "config.json"}
+# Components the pipeline is given instead of loading them from base_model_dir.
+REPLACED = ("controlnet", "safety_checker", "feature_extractor")
+HINT = "save the weights locally (save_pretrained) and set this param to that folder"
 
 
 def check_weights(param: str, value: str | None) -> Path:
     """The local weights folder named by ``generator.controlnet.<param>``, or a UserError."""
-    marker = WEIGHT_FILES[param]
-    if not value or not (Path(value) / marker).is_file():
-        raise UserError(f"generator.controlnet.{param}={value!r}: not a folder with {marker}; "
-                        f"save the weights locally (save_pretrained) and set this param to that folder")
-    return Path(value)
+    name = f"generator.controlnet.{param}"
+    if param == "base_model_dir":
+        return check_pipeline_folder(value, name, HINT, skip=REPLACED)
+    return check_model_folder(value, name, HINT)
+
+
+def check_folders(base_model_dir: str | None, controlnet_dir: str | None) -> tuple[Path, Path]:
+    """Both weight folders, checked before anything is built or written; one line for all problems."""
+    base, controlnet = check_all(lambda: check_weights("base_model_dir", base_model_dir),
+                                 lambda: check_weights("controlnet_dir", controlnet_dir))
+    return base, controlnet
 
 
 def ade20k_layout(layout: np.ndarray, space: str) -> np.ndarray:
     """(H, W) ids in ``space`` -> (H, W, 3) uint8 drawing in the ADE20K palette."""
     return labels.colorize(labels.convert(layout, space, PALETTE_SPACE), PALETTE_SPACE)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class ControlNetSD(Generator):
@@ -58,8 +62,8 @@ class ControlNetSD(Generator):
     @classmethod
     def create(cls, cfg: Params, label_space: str) -> "ControlNetSD":
         c = cfg["controlnet"]
-        return cls(label_space, (c["height"], c["width"]), check_weights("base_model_dir", c["base_model_dir"]),
-                   check_weights("controlnet_dir", c["controlnet_dir"]), c["device"])
+        return cls(label_space, (c["height"], c["width"]), *check_folders(c["base_model_dir"], c["controlnet_dir"]),
+                   c["device"])
 
     def train(self, data, checkpoint_dir: Path | None, on_step: StepCallback | None = None,
               on_eval: EvalCallback | None = None) -> None:
@@ -70,7 +74,7 @@ class ControlNetSD(Generator):
         if self._pipe is None:
             from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionControlNetPipeline
 
-            device = _device(self.device_name)
+            device = resolve_device(self.device_name, "generator.controlnet.device")
             dtype = torch.float16 if device.type == "cuda" else torch.float32
             controlnet = ControlNetModel.from_pretrained(self.controlnet_dir, dtype=dtype,
                                                          local_files_only=True)
@@ -113,8 +117,7 @@ class ControlNetSD(Generator):
     @classmethod
     def load(cls, path: Path, manifest: dict) -> "ControlNetSD":
         return cls(manifest["label_space"], (manifest["height"], manifest["width"]),
-                   check_weights("base_model_dir", manifest["base_model_dir"]),
-                   check_weights("controlnet_dir", manifest["controlnet_dir"]), manifest["device"])
+                   *check_folders(manifest["base_model_dir"], manifest["controlnet_dir"]), manifest["device"])
 
 
 GENERATOR = ControlNetSD

@@ -22,10 +22,11 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.training_utils import EMAModel
 
 from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition
+from synthdrive.compute import resolve_device
 from synthdrive.errors import UserError
 from synthdrive.generate import EvalCallback, Generator, StepCallback, write_manifest
 from synthdrive.generate.data import NULL_TIME, NULL_WEATHER, TrainData, condition_ids, one_hot, to_uint8
-from synthdrive.generate.training import (Checkpoint, distributed, fingerprint, rank_device, seeded_normal,
+from synthdrive.generate.training import (Checkpoint, distributed, fingerprint, seeded_normal,
                                          train_loop)
 from synthdrive.labels import get as label_space
 from synthdrive.params import Params
@@ -147,7 +148,7 @@ class SDM(Generator):
                        layers_per_block=s["layers_per_block"], spade_hidden=s["spade_hidden"],
                        groups=s["groups"])
         scheduler = DDPMScheduler(num_train_timesteps=s["train_timesteps"], beta_schedule=s["beta_schedule"])
-        return cls(unet.to(_device(s["device"])), scheduler, label_space, (cfg["height"], cfg["width"]),
+        return cls(unet.to(resolve_device(s["device"], "generator.sdm.device")), scheduler, label_space, (cfg["height"], cfg["width"]),
                    cfg.to_dict())
 
     def train(self, data: TrainData, checkpoint_dir: Path | None, on_step: StepCallback | None = None,
@@ -220,17 +221,10 @@ class SDM(Generator):
 
     @classmethod
     def load(cls, path: Path, manifest: dict, device: str = "auto") -> "SDM":
-        unet = SDMUNet.from_pretrained(Path(path) / "unet").to(_device(device))
+        unet = SDMUNet.from_pretrained(Path(path) / "unet").to(resolve_device(device, "generator.sdm.device"))
         scheduler = DDPMScheduler.from_pretrained(Path(path) / "scheduler")
         return cls(unet.eval(), scheduler, manifest["label_space"], (manifest["height"], manifest["width"]),
                    trained_steps=manifest["trained_steps"])
-
-
-def _device(name: str) -> torch.device:
-    """``auto``: cuda if available; under torchrun a bare ``cuda`` is this rank's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return rank_device(torch.device(name))
 
 
 def label_space_size(name: str) -> int:

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -18,6 +19,8 @@ import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from synthdrive.codehash import code_fingerprint
+from synthdrive.errors import UserError
 from synthdrive.generate.data import TrainData
 
 # Settings that only say how long or how often: changing them keeps a checkpoint resumable
@@ -46,19 +49,49 @@ def fingerprint(cfg: dict, backend: str, data: TrainData) -> str:
 
 
 class Checkpoint:
-    """``<dir>/<backend>.pt``: resumed when its fingerprint matches and it is not past the end."""
+    """``<dir>/<backend>.pt``: resumed when it is the same training: its fingerprint (settings
+    and data) and its code fingerprint (``synthdrive.codehash``: the backend's module and this
+    one with everything they import) match, and it is not past the end. Raising ``iterations``
+    on the same code, settings and data continues from it; any other mismatch trains from step
+    0 and says why in one line."""
 
     def __init__(self, directory: Path | None, backend: str, fingerprint: str, enabled: bool = True):
         self.path = Path(directory) / f"{backend}.pt" if directory else None
-        self.fingerprint, self.enabled = fingerprint, enabled
+        self.fingerprint, self.enabled, self.backend = fingerprint, enabled, backend
+        self.code = code_fingerprint(f"synthdrive.generate.{backend}", __name__) if self.path else None
+
+    def load(self) -> dict:
+        """The checkpoint's contents (``torch.load(weights_only=True)``); an unreadable file is
+        a one-line UserError naming it and the fix."""
+        try:
+            state = torch.load(self.path, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+            # torch's first sentence only: the rest is multi-line, and suggests weights_only=False
+            first = (str(e).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")[:120]
+            reason = f"{type(e).__name__}: {first}" if first else type(e).__name__
+            raise UserError(f"{self.path}: unreadable generator checkpoint ({reason}); delete it, or set "
+                            f"generator.resume: false to train from step 0 and overwrite it") from None
+        if not isinstance(state, dict) or not {"fingerprint", "step"} <= state.keys():
+            raise UserError(f"{self.path}: not a generator checkpoint (no fingerprint/step); delete it, or "
+                            f"set generator.resume: false to train from step 0 and overwrite it")
+        return state
 
     def resume(self, objects: dict[str, Stateful], iterations: int) -> tuple[int, float]:
         """Load ``objects`` from the checkpoint; the step to start from (0 = fresh) and the
         training seconds already spent to reach it."""
         if not (self.enabled and self.path and self.path.is_file()):
             return 0, 0.0
-        state = torch.load(self.path, weights_only=True)
-        if state["fingerprint"] != self.fingerprint or state["step"] > iterations:
+        state = self.load()
+        if state["fingerprint"] != self.fingerprint:
+            print(f"resume: settings or training data changed since the checkpoint {self.path}; "
+                  f"training from step 0")
+            return 0, 0.0
+        if state.get("code") != self.code:
+            print(f"resume: code changed since the checkpoint {self.path}; training from step 0")
+            return 0, 0.0
+        if state["step"] > iterations:
+            print(f"resume: the checkpoint {self.path} is at step {state['step']}, past "
+                  f"generator.{self.backend}.iterations = {iterations}; training from step 0")
             return 0, 0.0
         for name, obj in objects.items():
             obj.load_state_dict(state[name])
@@ -70,7 +103,8 @@ class Checkpoint:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        torch.save({"fingerprint": self.fingerprint, "step": step, "train_seconds": train_seconds,
+        torch.save({"fingerprint": self.fingerprint, "code": self.code, "step": step,
+                    "train_seconds": train_seconds,
                     **{name: obj.state_dict() for name, obj in objects.items()}}, tmp)
         tmp.replace(self.path)
 

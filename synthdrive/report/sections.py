@@ -16,7 +16,7 @@ from typing import Any, Callable
 import yaml
 
 from synthdrive import labels
-from synthdrive.conditions import all_conditions
+from synthdrive.conditions import all_conditions, condition_key, one_per_condition
 from synthdrive.dataset import read_jsonl
 from synthdrive.report import figures, provenance
 
@@ -114,7 +114,7 @@ def _condition_order(names) -> list[str]:
 
 
 def _condition(record: dict) -> str:
-    return f"{record.get('weather', '?')}-{record.get('time_of_day', '?')}"
+    return condition_key(record, missing="?")
 
 
 @section("data", "Data", "collect")
@@ -167,15 +167,8 @@ def captions(inp: Inputs) -> dict:
     rows = inp.jsonl(rows_file)
     raw = "data/raw/images"
     inp.need(raw)
-    by_condition: dict[str, list[dict]] = {}
-    for r in rows:
-        by_condition.setdefault(r["condition"], []).append(r)
-    order = _condition_order(by_condition)
-    examples: list[dict] = []
-    while len(examples) < int(inp.cfg["caption_examples"]) and any(by_condition.values()):
-        for cond in order:
-            if by_condition[cond] and len(examples) < int(inp.cfg["caption_examples"]):
-                examples.append(by_condition[cond].pop(0))
+    examples = one_per_condition(rows, lambda r: r["condition"], int(inp.cfg["caption_examples"]),
+                                 order=_condition_order({r["condition"] for r in rows}))
     for r in examples:
         with Image.open(inp.root / raw / f"{r['id']}.png") as img:
             buf = io.BytesIO()

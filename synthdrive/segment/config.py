@@ -3,16 +3,25 @@
 No forked mmseg configs: the model dicts below follow mmseg 1.2.2's own
 (configs/mask2former/*cityscapes*, _base_/models/segformer_mit-b0.py, fcn_r18-d8), sized for a
 CPU, with BN instead of SyncBN and no download at build time (``init_cfg`` only from a local
-checkpoint path given in params).
+checkpoint path given in params, which must hold tensors only).
+
+A trained model's config is stored as data (``config.json``, :func:`save_config`) and read back
+without running anything (:func:`load_config`): JSON, tuples tagged, and every ``type`` checked
+against the registry names this module generates, since mmengine resolves an unknown dotted
+``type`` ("subprocess.getoutput") by importing it. Folders from before (``config.py``, an mmengine
+Python config) are read by a literal-only parser that never executes the file.
 """
 from __future__ import annotations
 
+import ast
+import json
 from pathlib import Path
 
 from mmengine.config import Config
 
 from synthdrive.errors import UserError
 from synthdrive.segment.data import metainfo
+from synthdrive.weights import load_tensors
 
 MODELS = ("mask2former", "segformer", "fcn")
 PACK_META = ("img_path", "seg_map_path", "ori_shape", "img_shape", "pad_shape", "scale_factor",
@@ -30,6 +39,10 @@ def _pretrained(path: str | None, param: str) -> dict | None:
     if not Path(path).is_file():
         raise SegmenterConfigError(f"params.yaml: {param}={path!r} does not exist; give a local "
                                    f"checkpoint file or null to train from scratch")
+    from synthdrive.segment.train import SAFE_GLOBALS  # (train imports this module)
+
+    # Read once as data now: mmengine's own load at init_weights must not be the first to see it.
+    load_tensors(path, param, allow=SAFE_GLOBALS, error=SegmenterConfigError)
     return dict(type="Pretrained", checkpoint=str(Path(path).resolve()))
 
 
@@ -220,4 +233,129 @@ def build_config(seg: dict, *, label_space: str, train_sources: list[dict], val_
                                        dataset=dataset(val_sources, test_pipeline)),
                    val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]),
                    val_cfg=dict(type="ValLoop"))
+    check_config_data(cfg, Path("<generated config>"))  # what save_config will store loads back
     return Config(cfg)
+
+
+# --- a trained model's config, stored and read as data ------------------------------------------
+
+CONFIG_FILE = "config.json"
+LEGACY_CONFIG_FILE = "config.py"  # before: an mmengine Python config (read without executing it)
+# Every registry name build_config emits (tests/test_segment.py checks the list is complete). A
+# stored config may name no other: mmengine would import and call any dotted "module.function".
+CONFIG_TYPES = frozenset({
+    "AdamW", "BN", "CPUDistributedDataParallel", "CheckpointHook", "ConditionShift", "CrossEntropyLoss",
+    "DefaultSampler", "DistSamplerSeedHook", "EncoderDecoder", "FCNHead", "GN", "IoUMetric",
+    "IterBasedTrainLoop", "IterTimerHook", "LoadAnnotations", "LoadImageFromFile", "LocalVisBackend",
+    "LoggerHook", "MLflowVisBackend", "Mask2FormerHead", "MixVisionTransformer", "MixedInfiniteSampler",
+    "OptimWrapper", "PackSegInputs", "ParamSchedulerHook", "PhotoMetricDistortion", "PolyLR", "Pretrained",
+    "RandomCrop", "RandomFlip", "RandomResize", "ReLU", "ResNet", "ResNetV1c", "Resize",
+    "SegDataPreProcessor", "SegLocalVisualizer", "SegformerHead", "SynthDriveDataset", "ValLoop",
+    "mmdet.ClassificationCost", "mmdet.CrossEntropyLoss", "mmdet.CrossEntropyLossCost", "mmdet.DiceCost",
+    "mmdet.DiceLoss", "mmdet.HungarianAssigner", "mmdet.MSDeformAttnPixelDecoder", "mmdet.MaskPseudoSampler",
+})
+SCOPES = frozenset({"mmseg", "mmdet", "mmengine", "mmcv"})  # default_scope / _scope_ values
+_TUPLE = "__tuple__"
+RETRAIN = "retrain it (dvc repro train_segmenter) to store its config as data"
+
+
+def _encode(value):
+    """Config values -> JSON values; tuples (mmcv wants tuples for sizes) tagged to survive."""
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return {_TUPLE: [_encode(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"segmenter config value {value!r} ({type(value).__name__}) is not plain data")
+
+
+def _decode(obj: dict):
+    return tuple(obj[_TUPLE]) if set(obj) == {_TUPLE} and isinstance(obj[_TUPLE], list) else obj
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """``cfg`` as JSON at ``path`` (a model folder's config.json)."""
+    path = Path(path)
+    data = _encode(cfg.to_dict())
+    check_config_data(data, path)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def check_config_data(value, path: Path, where: str = "") -> None:
+    """Refuse a stored config naming a registry type or scope that build_config never emits."""
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_config_data(item, path, f"{where}[{i}]")
+        return
+    if not isinstance(value, dict):
+        return
+    for key, item in value.items():
+        here = f"{where}.{key}" if where else str(key)
+        if key == "type" and item not in CONFIG_TYPES:
+            raise SegmenterConfigError(f"{path}: {here}={item!r} is not a module synthdrive builds "
+                                       f"(a stored config is data, never code to import); {RETRAIN}")
+        if key in ("default_scope", "_scope_") and item not in SCOPES:
+            raise SegmenterConfigError(f"{path}: {here}={item!r} is not an OpenMMLab scope; {RETRAIN}")
+        if key in ("custom_imports", "_base_"):
+            raise SegmenterConfigError(f"{path}: {here} would import code; {RETRAIN}")
+        check_config_data(item, path, here)
+
+
+def _literal(node: ast.AST, path: Path):
+    """An expression of literals, lists, tuples, dicts and dict(key=...) calls; nothing else."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) \
+            and isinstance(node.operand, ast.Constant) and isinstance(node.operand.value, (int, float)):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    if isinstance(node, ast.List):
+        return [_literal(e, path) for e in node.elts]
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal(e, path) for e in node.elts)
+    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+        return {_literal(k, path): _literal(v, path) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" \
+            and not node.args and all(k.arg is not None for k in node.keywords):
+        return {k.arg: _literal(k.value, path) for k in node.keywords}
+    raise SegmenterConfigError(f"{path}:{getattr(node, 'lineno', '?')}: not a plain value "
+                               f"({ast.unparse(node)[:60]!r}); the file is code, which synthdrive never runs; {RETRAIN}")
+
+
+def _read_legacy(path: Path) -> dict:
+    """An mmengine-dumped Python config (``name = dict(...)`` lines) parsed, never executed."""
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except (SyntaxError, ValueError) as e:
+        raise SegmenterConfigError(f"{path}: not a readable config ({e.msg if isinstance(e, SyntaxError) else e}); "
+                                   f"{RETRAIN}") from None
+    data = {}
+    for stmt in tree.body:
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+            raise SegmenterConfigError(f"{path}:{stmt.lineno}: not a `name = value` line; the file is code, "
+                                       f"which synthdrive never runs; {RETRAIN}")
+        data[stmt.targets[0].id] = _literal(stmt.value, path)
+    return data
+
+
+def load_config(folder: str | Path) -> Config:
+    """The config stored in a model folder: config.json, else an old config.py, read as data."""
+    folder = Path(folder)
+    path = folder / CONFIG_FILE
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(), object_hook=_decode)
+        except ValueError as e:
+            raise SegmenterConfigError(f"{path}: not JSON ({e}); {RETRAIN}") from None
+    elif (folder / LEGACY_CONFIG_FILE).is_file():
+        path = folder / LEGACY_CONFIG_FILE
+        data = _read_legacy(path)
+    else:
+        raise SegmenterConfigError(f"{path}: missing; run `dvc repro train_segmenter` first")
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise SegmenterConfigError(f"{path}: no model section; {RETRAIN}")
+    check_config_data(data, path)
+    return Config(data)

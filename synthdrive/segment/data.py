@@ -23,15 +23,11 @@ from mmcv.transforms import BaseTransform
 from torch.utils.data import Sampler
 
 from synthdrive import labels as label_spaces
-from synthdrive.conditions import Condition
+from synthdrive.conditions import Condition, condition_key
 from synthdrive.dataset import Dataset
 from synthdrive.segment.photometric import shift_to_condition
 
 REAL, EXTRA = "real", "extra"
-
-
-def condition_of(record: dict) -> str:
-    return f"{record['weather']}-{record['time_of_day']}"
 
 
 def metainfo(label_space: str) -> dict:
@@ -74,7 +70,7 @@ class SynthDriveDataset(BaseSegDataset):
                     img_path=str(root / "images" / f"{r['id']}.png"),
                     seg_map_path=str(root / "labels" / f"{r['id']}.png"),
                     label_map=label_map, reduce_zero_label=False, seg_fields=[],
-                    frame_id=r["id"], condition=condition_of(r),
+                    frame_id=r["id"], condition=condition_key(r),
                     role=source.get("role", REAL), shift_to=list(source.get("shift_to") or []),
                     shift_stats=source.get("shift_stats") or {}))
         return data_list

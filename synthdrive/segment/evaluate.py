@@ -5,9 +5,9 @@ semantic-consistency score of synthetic frames.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,25 +16,51 @@ from mmseg.evaluation import IoUMetric
 from torch import nn
 
 from synthdrive import labels as label_spaces
+from synthdrive.conditions import condition_key
 from synthdrive.errors import UserError
+from synthdrive.params import resolve_path
+from synthdrive.segment.config import CONFIG_FILE, LEGACY_CONFIG_FILE, load_config
 from synthdrive.segment.data import SynthDriveDataset
-from synthdrive.segment.train import safe_globals
+from synthdrive.segment.train import SAFE_GLOBALS
+from synthdrive.weights import load_tensors, tensor_state_dict
 
 
 class EvaluateError(UserError):
     """A missing model or weights file."""
 
 
+WEIGHTS_FILE = "model.pth"
+
+
+def check_segmenter_dir(run_dir: str | Path) -> Path:
+    """A train_segmenter output folder with its weights and a config (cheap: nothing is read)."""
+    run_dir = Path(run_dir)
+    configs = [run_dir / name for name in (CONFIG_FILE, LEGACY_CONFIG_FILE)]
+    for path in ([run_dir / WEIGHTS_FILE] + ([] if any(c.is_file() for c in configs) else configs[:1])):
+        if not path.is_file():
+            raise EvaluateError(f"{path}: missing; run `dvc repro train_segmenter` first")
+    return run_dir
+
+
 def load_segmenter(run_dir: str | Path):
-    """The model of a train_segmenter output folder, in eval mode on CPU."""
+    """The model of a train_segmenter output folder, in eval mode on CPU.
+
+    Nothing in the folder runs: the config is read as data (``load_config``: config.json, or an
+    old config.py parsed, not executed) and the weights with ``torch.load(weights_only=True)``
+    (SAFE_GLOBALS admits a full mmengine checkpoint's bookkeeping types; the slim export needs none)."""
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
     from mmseg.apis import init_model
 
-    run_dir = Path(run_dir)
-    for name in ("config.py", "model.pth"):
-        if not (run_dir / name).is_file():
-            raise EvaluateError(f"{run_dir / name}: missing; run `dvc repro train_segmenter` first")
-    with safe_globals():  # the export holds only tensors; safe_globals also admits full checkpoints
-        model = init_model(str(run_dir / "config.py"), str(run_dir / "model.pth"), device="cpu")
+    run_dir = check_segmenter_dir(run_dir)
+    cfg = load_config(run_dir)
+    weights = run_dir / WEIGHTS_FILE
+    checkpoint = load_tensors(weights, None, allow=SAFE_GLOBALS, error=EvaluateError,
+                              fix="retrain it (dvc repro train_segmenter); synthdrive never unpickles code")
+    if not isinstance(checkpoint.get("state_dict", checkpoint), Mapping):
+        raise EvaluateError(f"{weights}: no state_dict of tensors; retrain it (dvc repro train_segmenter)")
+    model = init_model(cfg, None, device="cpu")
+    # What mmengine's load_checkpoint does after reading the file (strict=False, "module." prefixes off).
+    _load_checkpoint_to_model(model, checkpoint)
     # Our label space, not mmseg's fallback (Cityscapes) when a checkpoint lacks dataset_meta.
     meta = model.cfg.train_dataloader.dataset.metainfo
     model.dataset_meta = {"classes": tuple(meta["classes"]), "palette": meta["palette"]}
@@ -180,15 +206,36 @@ class BackboneFeatures(nn.Module):
         return self.backbone(x)[-1].mean(dim=(2, 3))
 
 
+INCEPTION_PARAM = "evaluate.fid.inception_weights"
+
+
 def inception_features(weights_path: str | Path) -> nn.Module:
-    """torchmetrics' Inception-v3 (2048-d pool features) from a local weights file (no download)."""
+    """torchmetrics' Inception-v3 (2048-d pool features) from a local weights file (no download).
+
+    The file is read here as data (``torch.load(weights_only=True)``, or safetensors) and must be
+    a state dict of tensors; torch-fidelity, which would unpickle the file itself with
+    ``weights_only=False``, only gets those tensors back, re-serialised in memory by us."""
+    import io
+
     from torchmetrics.image.fid import NoTrainInceptionV3
 
-    if not Path(weights_path).is_file():
-        raise EvaluateError(f"params.yaml: evaluate.fid.inception_weights={str(weights_path)!r} does not "
+    path = resolve_path(weights_path)
+    if not path.is_file():
+        raise EvaluateError(f"params.yaml: {INCEPTION_PARAM}={str(weights_path)!r} does not "
                             f"exist; give the pt_inception-2015-12-05 weights file or null")
-    return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                              feature_extractor_weights_path=str(weights_path))
+    state = tensor_state_dict(load_tensors(path, INCEPTION_PARAM, error=EvaluateError), path, INCEPTION_PARAM,
+                              error=EvaluateError)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # tensors only: the bytes torch-fidelity unpickles are ours
+    buffer.seek(0)
+    try:
+        return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                  feature_extractor_weights_path=buffer)
+    except RuntimeError as e:  # load_state_dict: other tensor names or shapes
+        first = str(e).strip().splitlines()
+        raise EvaluateError(f"params.yaml: {INCEPTION_PARAM}={str(weights_path)!r}: not torch-fidelity's "
+                            f"Inception-v3 weights ({' '.join(first[1:2] or first[:1])[:200].strip()}); "
+                            f"give the pt_inception-2015-12-05 weights file or null") from None
 
 
 @torch.no_grad()
@@ -248,16 +295,6 @@ def semantic_filter(model, synthetic_root: str | Path, min_miou: float, batch_si
             "synthetic_per_class_iou": miou(preds, classes)["per_class_iou"]}
 
 
-def rare_conditions(train_conditions: Sequence[str], setting) -> list[str]:
-    """The conditions reported as rare: a list from params, or "auto" = every condition except
-    the most frequent one of the real train split."""
-    if setting != "auto":
-        return list(setting)
-    counts = Counter(train_conditions)
-    common = counts.most_common(1)[0][0] if counts else None
-    return sorted(c for c in counts if c != common)
-
-
 def evaluate_variants(run_dirs: dict[str, dict[int, Path]], raw_root: Path, test_ids: Sequence[str],
                       conditions: dict[str, str], rare: Sequence[str], batch_size: int,
                       keep: Sequence[str] = ()) -> tuple[dict, dict]:
@@ -300,7 +337,7 @@ def fid_per_condition(features: nn.Module, real, synthetic, real_conditions: dic
         real_by[c].append(fid)
     synth_by: dict[str, list[str]] = defaultdict(list)
     for r in synthetic.records:
-        synth_by[f"{r['weather']}-{r['time_of_day']}"].append(r["id"])
+        synth_by[condition_key(r)].append(r["id"])
     out = {}
     for cond in sorted(synth_by):
         out[cond] = fid_kid(features, load(real, real_by.get(cond, [])), load(synthetic, synth_by[cond]),

@@ -13,7 +13,7 @@ from typing import Iterable, Mapping
 import cv2
 import numpy as np
 
-from synthdrive.conditions import Condition
+from synthdrive.conditions import Condition, condition_key
 
 # When no real frame of a target condition exists, its appearance comes from these presets:
 # (L scale, a shift, b shift) per time of day and a fog density per weather, in OpenCV's 8-bit
@@ -50,7 +50,7 @@ def condition_stats(dataset, records: list[dict]) -> dict[str, dict]:
     """{condition: Lab stats} from the real frames of each condition in ``records``."""
     by_condition: dict[str, list[str]] = {}
     for r in records:
-        by_condition.setdefault(f"{r['weather']}-{r['time_of_day']}", []).append(r["id"])
+        by_condition.setdefault(condition_key(r), []).append(r["id"])
     return {cond: lab_stats(dataset.image(i) for i in ids) for cond, ids in sorted(by_condition.items())}
 
 

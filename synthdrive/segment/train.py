@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -18,14 +17,17 @@ from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
 
-from synthdrive.conditions import Condition
+from synthdrive.codehash import code_fingerprint
+from synthdrive.conditions import condition_key, rare_conditions
 from synthdrive.dataset import Dataset, atomic_dir, write_json
 from synthdrive.errors import UserError
-from synthdrive.segment.config import build_config
-from synthdrive.segment.data import EXTRA, REAL, condition_of
+from synthdrive.segment.config import CONFIG_FILE, build_config, save_config
+from synthdrive.segment.data import EXTRA, REAL
 from synthdrive.segment.photometric import condition_stats
 
 VARIANTS = ("real", "real_aug", "real_synth")
+# The modules whose code (with their imports) trains a segmenter: a change restarts training.
+TRAINING_CODE = ("synthdrive.segment.train",)
 
 # What mmengine's full checkpoints (message hub, resume state) hold besides tensors. Allow-listing
 # them keeps torch's weights_only loading on for every load (shared/notes/mm-stack.md), instead of
@@ -113,19 +115,41 @@ def inputs_fingerprint(cfg: Config) -> str:
 
 
 def _maybe_resume(cfg: Config, work_dir: Path, resume: bool) -> None:
-    """Resume from work_dir's last checkpoint when the config there and the data it trained on
-    are the same as this run's."""
+    """Resume from work_dir's last checkpoint when it is the same training: the config there,
+    the data it trained on and the code that trained it (``synthdrive.codehash``: the import
+    closure of TRAINING_CODE) are this run's. Otherwise (say, an
+    edited loss or photometric control: DVC reruns the stage, and a finished checkpoint would
+    otherwise be resumed, train nothing and be exported again) train from step 0, saying why."""
     saved = work_dir / "run_config.py"
     text = f"{cfg.pretty_text}\n# inputs {inputs_fingerprint(cfg)}\n"
-    if resume and saved.is_file() and saved.read_text() == text and (work_dir / "last_checkpoint").is_file():
-        cfg.resume = True
+    code = f"# code {code_fingerprint(*TRAINING_CODE)}\n"
+    if resume and saved.is_file() and (work_dir / "last_checkpoint").is_file():
+        old = saved.read_text()
+        if old == text + code:
+            cfg.resume = True
+        elif old.startswith(text):  # another code line, or none (a work dir from before code hashes)
+            print(f"resume: code changed since the checkpoint in {work_dir}; training from step 0")
+        else:
+            print(f"resume: settings or training data changed since the checkpoint in {work_dir}; "
+                  f"training from step 0")
     work_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(text)
+    saved.write_text(text + code)
+
+
+class _IterCounter(Hook):
+    """Counts the iterations this session trains (0 when a finished checkpoint is resumed)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.count += 1
 
 
 def train(cfg: Config, out_dir: Path, *, resume: bool = True,
           log_fn: Callable[[dict, int], None] | None = None, log_interval: int = 10) -> dict | None:
-    """Train, then (rank 0) write ``out_dir``/{model.pth, config.py, train.json} atomically.
+    """Train, then (rank 0) write ``out_dir``/{model.pth, config.json, train.json} atomically
+    (the config as data: :func:`synthdrive.segment.config.load_config` reads it back).
 
     Returns the training summary on rank 0, None on other ranks.
     """
@@ -144,6 +168,8 @@ def train(cfg: Config, out_dir: Path, *, resume: bool = True,
         torch.distributed.broadcast_object_list(flag, src=0)
         cfg.resume = flag[0]
     runner = Runner.from_cfg(cfg)
+    counter = _IterCounter()
+    runner.register_hook(counter)
     if log_fn is not None and rank == 0:
         runner.register_hook(TrackingHook(log_fn, log_interval))
     t0 = time.perf_counter()
@@ -156,6 +182,7 @@ def train(cfg: Config, out_dir: Path, *, resume: bool = True,
     iters = int(cfg.train_cfg.max_iters)
     summary = {
         "iters": iters, "world_size": world, "resumed": bool(cfg.resume),
+        "trained_iters": counter.count,  # in this session: iters minus where it resumed
         "real_per_batch": sampler.real_per_batch, "extra_per_batch": sampler.extra_per_batch,
         "real_samples_seen": iters * sampler.real_per_batch * world,
         "extra_samples_seen": iters * sampler.extra_per_batch * world,
@@ -172,19 +199,9 @@ def train(cfg: Config, out_dir: Path, *, resume: bool = True,
         torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "meta": {"iters": iters, "seed": int(cfg.randomness.seed),
                              "dataset_meta": {"classes": list(cfg.train_dataloader.dataset.metainfo["classes"])}}}, tmp / "model.pth")
-        export_cfg.dump(str(tmp / "config.py"))
+        save_config(export_cfg, tmp / CONFIG_FILE)
         write_json(tmp / "train.json", summary)
     return summary
-
-
-def shift_targets(records: list[dict], targets) -> list[str]:
-    """real_aug's target conditions: a list from params, or "auto" = every condition of the real
-    train split except the most frequent one (the rare subgroups a synthesizer would target)."""
-    if targets != "auto":
-        return [str(Condition.parse(t)) for t in targets]
-    counts = Counter(condition_of(r) for r in records)
-    common = counts.most_common(1)[0][0] if counts else None
-    return sorted(c for c in counts if c != common)
 
 
 def run_config(seg, *, label_space: str, variant: str, seed: int, raw: Path, synthetic: Path,
@@ -199,7 +216,8 @@ def run_config(seg, *, label_space: str, variant: str, seed: int, raw: Path, syn
     extra = 0 if variant == "real" else extra_per_batch(int(seg["train.batch_size"]), float(seg["mix.ratio"]))
     kwargs: dict = {}
     if variant == "real_aug":
-        kwargs["shift_targets"] = shift_targets(train_records, seg["real_aug.targets"])
+        kwargs["shift_targets"] = rare_conditions([condition_key(r) for r in train_records],
+                                                  seg["real_aug.targets"])
         kwargs["shift_stats"] = condition_stats(real, train_records)
     elif variant == "real_synth":
         if not kept.is_file():

@@ -14,19 +14,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthdrive.params import ParamError, Params, repo_root
+from synthdrive.params import ParamError, Params
+from synthdrive.compute import resolve_device
+from synthdrive.weights import check_pipeline_folder
 
 
 def _resolve(model_dir: str) -> Path:
+    """The pipeline folder (relative paths from the repo root), checked to hold its weights."""
     if not model_dir:
         raise ParamError("params.yaml: signs.data.diffusers.model_dir is empty; set it to a local diffusers "
                          "pipeline folder (with model_index.json) or use signs.data.backend: procedural")
-    path = Path(model_dir).expanduser()
-    path = path if path.is_absolute() else repo_root() / path
-    if not (path / "model_index.json").is_file():
-        raise ParamError(f"params.yaml: signs.data.diffusers.model_dir={model_dir!r}: no model_index.json in "
-                         f"{path}; point it at a pipeline saved with save_pretrained (nothing is downloaded)")
-    return path
+    return check_pipeline_folder(model_dir, "signs.data.diffusers.model_dir", error=ParamError,
+                                 hint="point it at a pipeline saved with save_pretrained (nothing is downloaded)")
 
 
 class DiffusersSigns:
@@ -37,10 +36,8 @@ class DiffusersSigns:
         from diffusers import DiffusionPipeline
 
         self.cfg, self.size, self.seed = cfg, size, seed
-        device = cfg["device"]
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.float16 if device == "cuda" else torch.float32
+        device = resolve_device(cfg["device"], "signs.data.diffusers.device")
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.pipe = DiffusionPipeline.from_pretrained(str(_resolve(cfg["model_dir"])), dtype=dtype,
                                                       local_files_only=True)
         self.pipe.to(device)

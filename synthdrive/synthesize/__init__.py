@@ -14,13 +14,13 @@ import numpy as np
 from tqdm import tqdm
 
 from synthdrive import viz
-from synthdrive.caption import condition_phrase, retarget
 from synthdrive.conditions import Condition
 from synthdrive.dataset import Dataset, DatasetWriter
 from synthdrive.generate import Generator
 from synthdrive.generate.data import resize_image, resize_layout
 from synthdrive.generate.floor import brightness
 from synthdrive.labels import IGNORE
+from synthdrive.prompts import condition_phrase, retarget
 from synthdrive.synthesize.planner import Job
 
 MIN_CLASS_SHARE = 0.005  # classes covering less of the layout are not demanded in the prompt
