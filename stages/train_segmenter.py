@@ -1,8 +1,10 @@
 """train_segmenter: one segmenter run (variant x seed) -> models/segmenter/<variant>-<seed>/.
 
 Variants: real (real train frames), real_aug (plus real frames photometrically shifted to rare
-conditions: the control), real_synth (plus the kept synthetic frames). Mixed variants put their
-extra frames on top of a full real batch, so every variant sees the same real samples.
+conditions: the control), real_synth (plus the kept synthetic frames), real_aug_synth (plus both:
+the same number of extra frames as real_aug or real_synth, half shifted real, half synthetic).
+Mixed variants put their extra frames on top of a full real batch, so every variant sees the same
+real samples.
 With segmenter.train.nproc > 1 the stage relaunches itself under torchrun (gloo on CPU).
 """
 import argparse

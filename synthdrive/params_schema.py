@@ -41,6 +41,8 @@ CLASSIFY_BACKENDS = ("heuristic", "effnet", "clip")     # synthdrive.classify.BA
 EFFNET_VARIANTS = (0, 1, 2)                             # synthdrive.pretrained.VARIANTS
 CAPTION_BACKENDS = ("template", "llava")                # synthdrive.caption.BACKENDS
 SEGMENTER_MODELS = ("mask2former", "segformer", "fcn")  # synthdrive.segment.config.MODELS
+SEGMENTER_BACKBONES = ("native", "efficientnet_lite0", "efficientnet_lite1",
+                       "efficientnet_lite2")  # synthdrive.segment.config.BACKBONES
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 GENERATOR_BACKENDS = ("spade_gan", "sdm", "pix2pix", "vae", "controlnet")  # synthdrive.generate.BACKENDS
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")  # diffusers DDPMScheduler
@@ -501,6 +503,10 @@ class FcnParams(TypedDict, total=False):
 @section
 class SegmenterModel(TypedDict, total=False):
     name: Choice(*SEGMENTER_MODELS)
+    backbone: Choice(*SEGMENTER_BACKBONES)
+    pretrained: Bool
+    backbone_lr_mult: OneOf(Literal["auto"], Positive,
+                            text="'auto' (0.1 with pretrained: true, else 1) or a number > 0")
     backbone_checkpoint: OptionalPath
     mask2former: Mask2FormerParams
     segformer: SegformerParams
@@ -558,6 +564,7 @@ class FilterParams(TypedDict, total=False):
 
 @section
 class FidParams(TypedDict, total=False):
+    features: Choice("efficientnet_lite0", "segmenter", "inception")  # segment.evaluate.FID_FEATURES
     inception_weights: OptionalPath
     height: Size
     width: Size
@@ -593,6 +600,7 @@ class SpadeGanParams(TypedDict, total=False):
     betas: Betas
     l1_weight: NonNegative
     fm_weight: NonNegative
+    perceptual_weight: NonNegative
     ema_decay: Prob
 
 
@@ -611,6 +619,7 @@ class Pix2PixParams(TypedDict, total=False):
     lr_d: Positive
     betas: Betas
     l1_weight: NonNegative
+    perceptual_weight: NonNegative
     ema_decay: Prob
 
 
@@ -624,6 +633,7 @@ class VaeParams(TypedDict, total=False):
     cond_dim: Count
     encoder_channels: Channels
     kl_weight: NonNegative
+    perceptual_weight: NonNegative
     lr: Positive
     ema_decay: Prob
 

@@ -110,30 +110,28 @@ def _fail(param: str, value, problem: str, hint: str, error: type[UserError]) ->
     raise error(f"params.yaml: {param}={shown!r}: {problem}" + (f"; {hint}" if hint else ""))
 
 
+def _checked(value, param: str, hint: str, error: type[UserError], problem_of: Callable) -> Path:
+    if not value:
+        _fail(param, value, "no folder given", hint, error)
+    path = resolve_path(value)
+    problem = problem_of(path)
+    if problem:
+        _fail(param, value, problem, hint, error)
+    return path
+
+
 def check_model_folder(value, param: str, hint: str = "", marker: str = MODEL_CONFIG,
                        error: type[UserError] = WeightsError) -> Path:
     """The model folder named by param ``param`` (``value``; relative to the repo root), or
     ``error`` naming both."""
-    if not value:
-        _fail(param, value, "no folder given", hint, error)
-    path = resolve_path(value)
-    problem = model_folder_problem(path, marker)
-    if problem:
-        _fail(param, value, problem, hint, error)
-    return path
+    return _checked(value, param, hint, error, lambda path: model_folder_problem(path, marker))
 
 
 def check_pipeline_folder(value, param: str, hint: str = "", skip: Iterable[str] = (),
                           error: type[UserError] = WeightsError) -> Path:
     """The diffusers pipeline folder named by param ``param`` (``value``; relative to the repo
     root), or ``error``."""
-    if not value:
-        _fail(param, value, "no folder given", hint, error)
-    path = resolve_path(value)
-    problem = pipeline_folder_problem(path, skip)
-    if problem:
-        _fail(param, value, problem, hint, error)
-    return path
+    return _checked(value, param, hint, error, lambda path: pipeline_folder_problem(path, skip))
 
 
 def check_all(*checks: Callable[[], Path]) -> list[Path]:

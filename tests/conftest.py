@@ -102,3 +102,12 @@ def workdir(tmp_path, tracking_store):
             return proc
 
     return Work()
+
+
+def one_line(excinfo, *names) -> str:
+    """The message of a pytest.raises ``excinfo``, checked to be one line naming ``names``."""
+    text = str(excinfo.value)
+    assert "\n" not in text, text
+    for name in names:
+        assert str(name) in text, f"{name} not named in: {text}"
+    return text

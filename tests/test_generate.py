@@ -423,3 +423,78 @@ def test_sampler_params_rerun_synthesize_only():
     assert "synthesize" in stages["synthesize"]["params"]
     assert not any(p.startswith("synthesize") for p in stages["train_generator"]["params"])
     assert "models/generator" in stages["synthesize"]["deps"]
+
+
+# --- perceptual loss (generate/perceptual.py) ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def perceptual_loss():
+    from synthdrive.generate.perceptual import PerceptualLoss
+
+    return PerceptualLoss()
+
+
+def test_perceptual_loss_is_zero_for_identical_images_only(perceptual_loss):
+    torch.manual_seed(0)
+    real = torch.rand(2, 3, H, W) * 2 - 1
+    assert perceptual_loss(real, real.clone()).item() == 0.0
+    assert perceptual_loss(real.flip(-1), real).item() > 0.01
+    assert perceptual_loss((real + 0.2).clamp(-1, 1), real).item() > 0
+    # [-1, 1] -> ImageNet normalisation: mid-grey 0 maps to (0.5 - mean) / std
+    from synthdrive.pretrained import MEAN, STD
+    expected = (0.5 - torch.tensor(MEAN)) / torch.tensor(STD)
+    torch.testing.assert_close(perceptual_loss.normalise(torch.zeros(1, 3, 1, 1)).flatten(), expected)
+
+
+def test_perceptual_loss_trains_the_generator_not_the_feature_net(perceptual_loss):
+    torch.manual_seed(0)
+    gen = torch.nn.Conv2d(3, 3, 3, padding=1)
+    real = torch.rand(2, 3, H, W) * 2 - 1
+    stats = {k: v.clone() for k, v in perceptual_loss.state_dict().items()}
+    perceptual_loss.train()  # an owner's train() keeps the feature net in eval mode
+    assert not perceptual_loss.net.training
+    loss = perceptual_loss(torch.tanh(gen(real)), real)
+    loss.backward()
+    assert gen.weight.grad is not None and gen.weight.grad.abs().sum() > 0
+    assert all(not p.requires_grad and p.grad is None for p in perceptual_loss.net.parameters())
+    for key, value in perceptual_loss.state_dict().items():  # BatchNorm running stats untouched
+        assert torch.equal(value, stats[key]), key
+
+
+def test_perceptual_weight_adds_a_logged_term_to_the_generator_loss(train_data):
+    def first_losses(weight: float) -> dict:
+        logged = []
+        gen = generate.create(Params(gen_params(spade_gan={"iterations": 2, "perceptual_weight": weight})),
+                              "camvid11")
+        gen.train(train_data, None, on_step=lambda step, l: logged.append(l))
+        assert len(logged) == 2
+        return logged[0]
+
+    off, on = first_losses(0.0), first_losses(2.0)
+    assert "loss_g_perceptual" not in off and on["loss_g_perceptual"] > 0
+    # step 1 sees the same weights and batch: the loss differs by exactly weight x perceptual
+    assert on["loss_g"] != off["loss_g"]
+    assert on["loss_g"] == pytest.approx(off["loss_g"] + 2.0 * on["loss_g_perceptual"], rel=1e-5)
+
+
+def test_perceptual_training_resumes_and_its_weight_is_fingerprinted(train_data, tmp_path):
+    def run(iterations: int, ckpt: Path, weight: float = 1.0):
+        steps = []
+        gen = generate.create(Params(gen_params(spade_gan={"iterations": iterations, "perceptual_weight": weight})),
+                              "camvid11")
+        gen.train(train_data, ckpt, on_step=lambda step, _: steps.append(step))
+        return gen, steps
+
+    straight, _ = run(4, tmp_path / "a")
+    run(2, tmp_path / "b")
+    resumed, steps = run(4, tmp_path / "b")
+    assert steps == [3, 4]
+    for key, value in straight.net.state_dict().items():
+        torch.testing.assert_close(resumed.net.state_dict()[key], value, rtol=0, atol=1e-6)
+    assert "perceptual" not in " ".join(torch.load(tmp_path / "b" / "spade_gan.pt", weights_only=True)["generator"])
+    _, steps = run(4, tmp_path / "b", weight=0.5)
+    assert steps[0] == 1  # another weight: the checkpoint is not reused
+    from synthdrive.codehash import closure
+    for backend in ("spade_gan", "pix2pix", "vae"):
+        files = closure(f"synthdrive.generate.{backend}")
+        assert {"synthdrive/generate/perceptual.py", "synthdrive/pretrained.py"} <= set(files), backend

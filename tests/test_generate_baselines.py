@@ -142,3 +142,21 @@ def test_diversity_seeds_below_two_is_a_user_error(workdir):
     proc = workdir.run("train_generator", {"generator": baseline_params("vae", diversity_seeds=1)}, check=False)
     assert proc.returncode == 1 and "generator.diversity_seeds" in proc.stderr
     assert not (workdir.path / "models" / "generator").exists()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_perceptual_weight_adds_a_logged_term(backend, train_data):
+    key = {"pix2pix": "loss_g_perceptual", "vae": "loss_perceptual"}[backend]
+    total = {"pix2pix": "loss_g", "vae": "loss"}[backend]
+
+    def first_losses(weight: float) -> dict:
+        logged = []
+        gen = generate.create(Params(baseline_params(backend, **{backend: {"iterations": 2,
+                                                                            "perceptual_weight": weight}})),
+                              "camvid11")
+        gen.train(train_data, None, on_step=lambda step, l: logged.append(l))
+        return logged[0]
+
+    off, on = first_losses(0.0), first_losses(3.0)
+    assert key not in off and on[key] > 0
+    assert on[total] == pytest.approx(off[total] + 3.0 * on[key], rel=1e-5)

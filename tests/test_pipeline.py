@@ -51,6 +51,36 @@ def test_repro_builds_every_stage(pipeline):
     assert (work / "metrics/collect_samples.png").stat().st_size > 1000
 
 
+def test_every_segmenter_variant_trains_and_is_evaluated(pipeline):
+    """All four variants end to end: real and real_aug in train_segmenter, real_synth and
+    real_aug_synth (on filter_synthetic's kept frames) in train_segmenter_synth; eval.json lists
+    each with per-condition, per-class and gain entries."""
+    import json
+
+    from synthdrive.segment.train import VARIANTS
+
+    work, first = pipeline
+    assert VARIANTS == ("real", "real_aug", "real_synth", "real_aug_synth")
+    for stage in ("train_segmenter@real-0", "train_segmenter@real_aug-0",
+                  "train_segmenter_synth@real_synth-0", "train_segmenter_synth@real_aug_synth-0"):
+        assert f"Running stage '{stage}'" in first.stdout, f"stage {stage} did not run"
+    trained = {v: json.loads((work / f"models/segmenter/{v}-0/train.json").read_text()) for v in VARIANTS}
+    real_seen = {v: t["real_samples_seen"] for v, t in trained.items()}
+    assert len(set(real_seen.values())) == 1, f"unequal real exposure: {real_seen}"
+    combined = trained["real_aug_synth"]
+    assert combined["extra_samples_seen"] == trained["real_aug"]["extra_samples_seen"] == \
+        trained["real_synth"]["extra_samples_seen"] > 0
+    assert combined["extra_samples_seen.shifted"] + combined["extra_samples_seen.synthetic"] == \
+        combined["extra_samples_seen"]
+    assert abs(combined["extra_samples_seen.shifted"] - combined["extra_samples_seen.synthetic"]) <= 1
+    ev = json.loads((work / "metrics/eval.json").read_text())
+    assert set(ev["variants"]) == set(VARIANTS)
+    assert set(ev["gains"]) == {"real_aug", "real_synth", "real_aug_synth"}
+    stats = ev["variants"]["real_aug_synth"]
+    assert stats["conditions"] and stats["per_class_iou"] and "overall" in ev["gains"]["real_aug_synth"]
+    assert "real_aug_synth" in (work / "metrics/report.html").read_text()
+
+
 def test_second_repro_reruns_nothing(pipeline):
     work, _ = pipeline
     second = _dvc(work, "repro")

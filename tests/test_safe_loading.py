@@ -20,6 +20,7 @@ import torch
 from synthdrive.errors import UserError
 from synthdrive.params import ParamError
 from tests.condition_helpers import build_tiny_clip, build_tiny_llava, run_stage_here, write_rendered_dataset
+from tests.conftest import one_line
 
 
 class RunsCode:
@@ -36,14 +37,6 @@ def plant_pickle(path: Path, marker: Path) -> Path:
     """A torch.save file of tensors plus one object that runs code when unpickled."""
     torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "payload": RunsCode(marker)}, path)
     return path
-
-
-def one_line(excinfo, *names) -> str:
-    text = str(excinfo.value)
-    assert "\n" not in text, text
-    for name in names:
-        assert str(name) in text, f"{name} not named in: {text}"
-    return text
 
 
 def test_the_planted_pickle_really_runs_code(tmp_path):
@@ -234,7 +227,9 @@ def _evaluate_workdir(workdir) -> None:
     (workdir.path / "data" / "conditions.jsonl").write_text("".join(
         json.dumps({"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]}) + "\n"
         for r in Dataset(raw).records))
-    for variant in ("real", "real_aug", "real_synth"):
+    from synthdrive.segment.train import VARIANTS
+
+    for variant in VARIANTS:  # every folder evaluate reads (real_aug_synth too)
         run = workdir.path / "models" / "segmenter" / f"{variant}-0"
         run.mkdir(parents=True)
         (run / "model.pth").write_bytes(b"not a checkpoint")

@@ -17,6 +17,7 @@ import torch
 from synthdrive.dataset import Dataset, DatasetWriter
 from synthdrive.errors import UserError
 from synthdrive.params import Params
+from tests.conftest import one_line
 
 COLORS = {0: (120, 160, 220), 1: (150, 70, 60), 3: (90, 90, 95), 4: (170, 160, 150), 8: (200, 30, 30)}
 GAIN = {"day": 1.0, "dusk": 0.55, "night": 0.25}
@@ -374,7 +375,10 @@ def test_filter_and_evaluate_stages_write_per_condition_metrics(trained, data, w
     (work / "data/conditions.jsonl").write_text("".join(
         json.dumps({"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]}) + "\n"
         for r in Dataset(data["raw"]).records))
-    for variant in ("real", "real_aug", "real_synth"):
+    from synthdrive.segment.train import VARIANTS
+
+    assert "real_aug_synth" in VARIANTS
+    for variant in VARIANTS:
         shutil.copytree(trained["out"], work / f"models/segmenter/{variant}-0")
     small = {"segmenter": {"seeds": [0]}, "classify": {"use": "truth"},
              "filter_synthetic": {"min_miou": 0.0, "ignore_classes": ["pole"], "threads": 1},
@@ -388,7 +392,9 @@ def test_filter_and_evaluate_stages_write_per_condition_metrics(trained, data, w
     workdir.run("evaluate")
     result = json.loads((work / "metrics/eval.json").read_text())
     assert result["rare_conditions"] == ["clear-dusk", "rain-night"]
-    for variant in ("real", "real_aug", "real_synth"):
+    assert set(result["variants"]) == set(VARIANTS)  # write_json sorts keys
+    assert set(result["gains"]) == set(VARIANTS) - {"real"}
+    for variant in VARIANTS:
         stats = result["variants"][variant]
         assert set(stats["conditions"]) == {"clear-day", "clear-dusk", "rain-night"}
         assert stats["overall"]["n"] == 1 and "rare" in stats
@@ -465,13 +471,6 @@ def _planted_pickle(path: Path, marker: Path, state: dict | None = None) -> Path
     return path
 
 
-def _one_line(excinfo, *names) -> str:
-    text = str(excinfo.value)
-    assert "\n" not in text, text
-    for name in names:
-        assert str(name) in text, f"{name} not named in: {text}"
-    return text
-
 
 def test_model_folder_config_is_stored_and_read_as_data(trained, data, tmp_path):
     from synthdrive.segment import evaluate as ev
@@ -510,7 +509,7 @@ def test_old_config_py_that_runs_code_is_refused(trained, tmp_path, code):
     (folder / "config.py").write_text(code.format(marker=marker))
     with pytest.raises(UserError) as e:
         ev.load_segmenter(folder)
-    assert "retrain" in _one_line(e, folder / "config.py")
+    assert "retrain" in one_line(e, folder / "config.py")
     assert not marker.exists()
 
 
@@ -533,7 +532,7 @@ def test_config_json_naming_an_importable_function_is_refused(trained, tmp_path)
     (folder / "config.json").write_text(json.dumps(stored))
     with pytest.raises(UserError) as e:
         ev.load_segmenter(folder)
-    _one_line(e, folder / "config.json", "model.backbone.type", "subprocess.getoutput")
+    one_line(e, folder / "config.json", "model.backbone.type", "subprocess.getoutput")
     assert not marker.exists()
 
 
@@ -547,7 +546,7 @@ def test_segmenter_weights_that_run_code_are_refused(trained, tmp_path, monkeypa
     _planted_pickle(folder / "model.pth", marker, state)
     with pytest.raises(UserError) as e:
         ev.load_segmenter(folder)
-    _one_line(e, folder / "model.pth")
+    one_line(e, folder / "model.pth")
     assert not marker.exists()
     # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns torch's default off, not an explicit weights_only=True
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -563,7 +562,7 @@ def test_backbone_checkpoint_that_runs_code_is_refused(data, tmp_path):
     planted = _planted_pickle(tmp_path / "backbone.pth", marker)
     with pytest.raises(SegmenterConfigError) as e:
         _backbone_config(data, planted)
-    _one_line(e, "segmenter.model.backbone_checkpoint", planted)
+    one_line(e, "segmenter.model.backbone_checkpoint", planted)
     assert not marker.exists()
     fine = tmp_path / "fine.pth"
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, fine)
@@ -593,3 +592,243 @@ def test_every_generated_config_round_trips_as_data(data, tmp_path, name):
                        extra_per_batch=1, tracking_uri="http://127.0.0.1:5000")
     save_config(cfg, tmp_path / "config.json")
     assert load_config(tmp_path).to_dict() == cfg.to_dict()
+
+
+# --- real_aug_synth (issue 16) --------------------------------------------------------------------
+
+def _batches(cfg, n):
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+
+    from synthdrive.segment.data import MixedInfiniteSampler
+
+    init_default_scope("mmseg")
+    loader = cfg.train_dataloader
+    ds = DATASETS.build(loader.dataset)
+    sampler = MixedInfiniteSampler(ds, **{k: v for k, v in loader.sampler.items() if k != "type"})
+    stream = iter(sampler)
+    return ds, sampler, [[ds.get_data_info(next(stream)) for _ in range(loader.batch_size)] for _ in range(n)]
+
+
+def _kind(info) -> str:
+    if info["role"] == "real":
+        return "real"
+    return "shifted" if info["shift_to"] else "synthetic"
+
+
+def test_real_aug_synth_batches_hold_real_shifted_and_synthetic_frames(data):
+    """A full real batch (the real variant's) plus real_aug's / real_synth's number of extra frames,
+    half photometrically shifted real train frames, half kept synthetic frames."""
+    _, _, real_batches = _batches(_config(data, "real"), 40)
+    _, _, synth_batches = _batches(_config(data, "real_synth"), 40)
+    ds, sampler, batches = _batches(_config(data, "real_aug_synth"), 40)
+    train_ids = {r["id"] for r in Dataset(data["raw"]).split("train")}
+    kept = set(json.loads((data["root"] / "kept.json").read_text())["kept"])
+    assert all(len(b) == len(s) == 4 for b, s in zip(batches, synth_batches))  # same batch size
+    for batch in batches:
+        kinds = [_kind(i) for i in batch]
+        assert kinds.count("real") == 2 and kinds.count("shifted") == 1 and kinds.count("synthetic") == 1
+        for info in batch:
+            if _kind(info) == "shifted":
+                assert info["frame_id"] in train_ids and info["pool"] == "shifted"
+            elif _kind(info) == "synthetic":
+                assert info["frame_id"] in kept and info["pool"] == "synthetic"
+                assert info["label_map"] == {8: 255}  # the filter's ignore classes: synthetic labels only
+            else:
+                assert info["frame_id"] in train_ids and info["label_map"] is None
+    # equal real exposure: the same real frames, in the same order, as the real variant's
+    assert [[i["frame_id"] for i in b if i["role"] == "real"] for b in batches] == \
+           [[i["frame_id"] for i in b] for b in real_batches]
+    # each pool is drawn in the order real_aug / real_synth draw theirs: the same frames, half as many
+    _, _, aug_batches = _batches(_config(data, "real_aug"), 40)
+    def order(bs, kind):
+        return [i["frame_id"] for b in bs for i in b if _kind(i) == kind]
+    assert order(batches, "shifted") == order(aug_batches, "shifted")[:40]
+    assert order(batches, "synthetic") == order(synth_batches, "synthetic")[:40]
+    # each extra pool is the whole of what real_aug / real_synth draw from
+    assert len(sampler.sub_pools["shifted"]) == 12 and len(sampler.sub_pools["synthetic"]) == len(kept)
+    assert sampler.extra_seen(40) == {"shifted": 40, "synthetic": 40}
+
+
+def test_an_odd_extra_share_alternates_between_the_pools(data):
+    """mix.ratio 0.6 on 2 real frames = 3 extra: the odd slot alternates, equal over two batches."""
+    cfg = _config(data, "real_aug_synth")
+    cfg.train_dataloader.sampler.extra_per_batch = 3
+    cfg.train_dataloader.batch_size = 5
+    _, sampler, batches = _batches(cfg, 10)
+    per_batch = [([_kind(i) for i in b].count("shifted"), [_kind(i) for i in b].count("synthetic")) for b in batches]
+    assert per_batch == [(2, 1), (1, 2)] * 5
+    assert all([_kind(i) for i in b].count("real") == 2 for b in batches)
+    assert sampler.extra_seen(10) == {"shifted": 15, "synthetic": 15}
+    assert sampler.extra_seen(3) == {"shifted": 5, "synthetic": 4}
+
+
+def test_real_aug_synth_needs_the_kept_list(data, tmp_path):
+    from synthdrive.segment.train import run_config
+
+    with pytest.raises(UserError, match="filter_synthetic"):
+        run_config(tiny_segmenter(), label_space="camvid11", variant="real_aug_synth", seed=0,
+                   raw=data["raw"], synthetic=data["synthetic"], kept=tmp_path / "missing.json",
+                   work_dir=tmp_path / "work")
+
+
+def test_real_aug_synth_trains_and_records_its_exposure(data, tmp_path):
+    from synthdrive.segment.train import train
+
+    cfg = _config(data, "real_aug_synth", work=tmp_path / "work", iters=2, checkpoint_interval=2)
+    summary = train(cfg, tmp_path / "out")
+    assert summary["real_samples_seen"] == 2 * 2 and summary["extra_samples_seen"] == 2 * 2
+    assert summary["extra_samples_seen.shifted"] == summary["extra_samples_seen.synthetic"] == 2
+    assert summary["extra_pool.shifted"] == 12 and summary["extra_pool.synthetic"] == 4
+    assert json.loads((tmp_path / "out" / "train.json").read_text())["extra_samples_seen.synthetic"] == 2
+
+
+def test_summary_reports_real_aug_synth_like_every_variant():
+    from synthdrive.segment.evaluate import summarize
+
+    def result(overall):
+        return {"overall": {"mIoU": overall, "per_class_iou": {"sky": overall}},
+                "rare": {"mIoU": overall + 1}, "conditions": {"clear-dusk": {"mIoU": overall}}}
+
+    s = summarize({"real": {0: result(40.0), 1: result(41.0)}, "real_aug": {0: result(41.0), 1: result(41.5)},
+                   "real_synth": {0: result(40.5), 1: result(41.0)},
+                   "real_aug_synth": {0: result(45.0), 1: result(45.5)}})
+    assert list(s["variants"]) == ["real", "real_aug", "real_synth", "real_aug_synth"]
+    stats = s["variants"]["real_aug_synth"]
+    assert stats["overall"]["mean"] == 45.25 and stats["per_class_iou"]["sky"] == 45.25
+    gains = s["gains"]["real_aug_synth"]
+    assert set(gains) == {"overall", "rare", "clear-dusk"}
+    assert gains["overall"] == {"gain": 4.75, "verdict": "gain"}
+
+
+# --- segmenter.model.backbone: EfficientNet-Lite encoders (synthdrive.segment.backbones) ----------
+
+def _backbone_seg(name="mask2former", backbone="efficientnet_lite0", pretrained=False, **model) -> dict:
+    seg = tiny_segmenter().to_dict()
+    seg["model"].update(name=name, backbone=backbone, pretrained=pretrained, **model)
+    return seg
+
+
+def _build_backbone_config(data, seg, tmp_path, **kw):
+    from synthdrive.segment.config import build_config
+
+    return build_config(seg, label_space="camvid11", train_sources=[dict(root=str(data["raw"]))],
+                        val_sources=[], work_dir=tmp_path / "work", seed=0, **kw)
+
+
+def test_backbone_lists_match_the_encoders():
+    from synthdrive import params_schema, pretrained
+    from synthdrive.segment import backbones, config
+
+    assert set(params_schema.SEGMENTER_BACKBONES) == set(config.BACKBONES)
+    for variant, channels in backbones.CHANNELS.items():
+        net = pretrained.encoder(variant, pretrained=False)
+        assert tuple(net.feature_info.channels()) == channels
+        assert tuple(net.feature_info.reduction()) == backbones.STRIDES
+
+
+@pytest.mark.parametrize("name,backbone", [
+    ("mask2former", "efficientnet_lite0"), ("mask2former", "efficientnet_lite1"),
+    ("mask2former", "efficientnet_lite2"), ("segformer", "efficientnet_lite0"), ("fcn", "efficientnet_lite2"),
+])
+def test_efficientnet_backbone_config_builds_and_round_trips(data, tmp_path, name, backbone):
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    from synthdrive.segment import backbones
+    from synthdrive.segment.config import load_config, save_config
+
+    register_all_modules()
+    cfg = _build_backbone_config(data, _backbone_seg(name, backbone), tmp_path)
+    assert cfg.model.backbone.type == "EfficientNetLiteBackbone"
+    channels = backbones.CHANNELS[backbones.EFFICIENTNET_LITE[backbone]]
+    head = cfg.model.decode_head
+    assert (head.in_channels == channels[3]) if name == "fcn" else (list(head.in_channels) == list(channels))
+    model = MODELS.build(cfg.model)
+    feats = model.extract_feat(torch.zeros(1, 3, H, W))
+    assert [f.shape[1] for f in feats] == list(channels)
+    assert [f.shape[-1] for f in feats] == [W // s for s in backbones.STRIDES]
+    model.eval()
+    out = model.predict(torch.zeros(1, 3, H, W))  # the head runs on these features
+    assert out[0].pred_sem_seg.data.shape[-2:] == (H, W)
+    save_config(cfg, tmp_path / "config.json")  # the type is allowed on load and the config is data
+    assert load_config(tmp_path).to_dict() == cfg.to_dict()
+
+
+def test_pretrained_backbone_holds_the_imagenet_weights(data, tmp_path):
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    from synthdrive import pretrained
+
+    register_all_modules()
+    reference = pretrained.encoder(0, pretrained=True).state_dict()
+    models = {}
+    for flag in (True, False):
+        cfg = _build_backbone_config(data, _backbone_seg(pretrained=flag), tmp_path)
+        model = MODELS.build(cfg.model)
+        model.init_weights()  # what the Runner does before training: must not re-initialise them
+        models[flag] = model.backbone.encoder.state_dict()
+    assert models[True].keys() == reference.keys()
+    assert all(torch.equal(models[True][k], reference[k]) for k in reference)
+    weights = [k for k in reference if k.endswith("weight") and reference[k].ndim == 4]
+    assert not any(torch.equal(models[False][k], reference[k]) for k in weights)
+
+
+def test_backbone_lr_mult_lowers_the_backbone_lr(data, tmp_path):
+    from mmengine.optim import build_optim_wrapper
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules()
+    native = _build_backbone_config(data, _backbone_seg(backbone="native"), tmp_path)
+    assert "backbone" not in native.optim_wrapper.paramwise_cfg.custom_keys  # as before the param
+    scratch = _build_backbone_config(data, _backbone_seg(pretrained=False), tmp_path)
+    assert "backbone" not in scratch.optim_wrapper.paramwise_cfg.custom_keys
+    explicit = _build_backbone_config(data, _backbone_seg(pretrained=False, backbone_lr_mult=0.5), tmp_path)
+    assert explicit.optim_wrapper.paramwise_cfg.custom_keys["backbone"]["lr_mult"] == 0.5
+    cfg = _build_backbone_config(data, _backbone_seg(pretrained=True), tmp_path)  # auto: 0.1
+    model = MODELS.build(cfg.model)
+    lr = cfg.optim_wrapper.optimizer.lr
+    groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
+    ids = {id(p) for p in model.backbone.parameters()}
+    backbone_lrs = {g["lr"] for g in groups if id(g["params"][0]) in ids}
+    head_lrs = {g["lr"] for g in groups if id(g["params"][0]) not in ids}
+    assert len(backbone_lrs) == 1 and backbone_lrs.pop() == pytest.approx(0.1 * lr) and head_lrs == {lr}
+
+
+@pytest.mark.parametrize("model,param", [
+    (dict(backbone="resnet9"), "segmenter.model.backbone"),
+    (dict(backbone="native", pretrained=True), "segmenter.model.pretrained"),
+    (dict(backbone="efficientnet_lite0", backbone_checkpoint="x.pth"), "segmenter.model.backbone_checkpoint"),
+    (dict(backbone="efficientnet_lite0", backbone_lr_mult=0), "segmenter.model.backbone_lr_mult"),
+], ids=["unknown", "native-pretrained", "lite-checkpoint", "lr-mult"])
+def test_backbone_param_errors_name_the_param(data, tmp_path, model, param):
+    seg = tiny_segmenter().to_dict()
+    seg["model"].update(model)
+    with pytest.raises(UserError) as e:
+        _build_backbone_config(data, seg, tmp_path)
+    one_line(e, param)
+
+
+def test_training_with_a_pretrained_efficientnet_backbone(data, tmp_path):
+    from synthdrive.segment import evaluate as ev
+    from synthdrive.segment.train import run_config, train
+
+    torch.set_num_threads(1)
+    seg = _backbone_seg(pretrained=True)
+    seg["train"].update(iters=2, checkpoint_interval=2)
+    cfg = run_config(Params(seg, "segmenter"), label_space="camvid11", variant="real", seed=0,
+                     raw=data["raw"], synthetic=data["synthetic"], kept=data["root"] / "unused.json",
+                     work_dir=tmp_path / "work")
+    out = tmp_path / "model"
+    summary = train(cfg, out, log_fn=lambda m, s: None)
+    assert summary["trained_iters"] == 2 and np.isfinite(summary["final_losses"]["train/loss"])
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["model"]["backbone"]["type"] == "EfficientNetLiteBackbone"
+    model = ev.load_segmenter(out)  # built from config.json, the trained weights loaded over ImageNet's
+    slim = torch.load(out / "model.pth", weights_only=True)["state_dict"]
+    key = "backbone.encoder.conv_stem.weight"
+    assert torch.equal(model.state_dict()[key], slim[key])
+    preds = ev.predict(model, data["raw"], splits=["val"], batch_size=4)
+    assert len(preds) == 4

@@ -47,6 +47,12 @@ class Generator(ABC):
     backend: str
     label_space: str
     size: tuple[int, int]  # (height, width) it samples at; synthesize resizes to the dataset's
+    # What the last train() did (the shared loop, generate.training, fills these in; a pretrained
+    # backend that trains nothing keeps the defaults).
+    trained_steps: int = 0
+    train_seconds: float = 0.0      # optimisation time, summed over resumed sessions
+    world_size: int = 1             # torchrun processes that trained it
+    rank_max_difference: float = 0.0  # largest parameter difference between ranks after training
 
     @classmethod
     @abstractmethod

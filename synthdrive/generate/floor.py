@@ -6,9 +6,11 @@
 - Mean grey level per condition of renders of the same layouts, against the real frames of that
   condition, both as a ratio to the reference condition (clear-day when present): dusk and night
   renders must be darker by about the real data's ratio.
-- Diversity (against mode collapse): mean pairwise L1 (0-255) between renders of one layout in
-  its own condition with different seeds. Pixel L1, not a learned feature distance (LPIPS needs
-  downloaded weights): 0 means the generator ignores its latent.
+- Diversity (against mode collapse): mean pairwise distance between renders of one layout in
+  its own condition with different seeds, twice: pixel L1 (0-255, ``diversity_l1``) and an
+  LPIPS-style distance on ImageNet EfficientNet-Lite features (``diversity_feature_lpips_like``,
+  :class:`FeatureDistance`: LPIPS's recipe without its learned linear layer, an offline analogue,
+  not LPIPS). 0 means the generator ignores its latent.
 """
 from __future__ import annotations
 
@@ -112,15 +114,90 @@ def floor_metrics(generator, train: TrainData, val: TrainData, frames: int, seed
     return metrics, problems
 
 
-def diversity(generator, val: TrainData, frames: int, seeds: int, seed: int = 0) -> float:
-    """Mean pairwise L1 (0-255) between ``seeds`` renders of each of the first ``frames`` val layouts."""
+def diversity_renders(generator, val: TrainData, frames: int, seeds: int, seed: int = 0) -> np.ndarray:
+    """uint8 (layouts, seeds, H, W, 3): ``seeds`` renders of each of the first ``frames`` val
+    layouts in its own condition."""
     n = min(frames, len(val))
     layouts = np.repeat(val.layouts[:n].numpy(), seeds, 0)
     conditions = [c for c in val.conditions[:n] for _ in range(seeds)]
     renders = generator.sample(layouts, conditions, [seed + i for i in range(n * seeds)])
-    renders = renders.reshape(n, seeds, *renders.shape[1:]).astype(np.float64)
+    return renders.reshape(n, seeds, *renders.shape[1:])
+
+
+def pairwise_l1(renders: np.ndarray) -> float:
+    """Mean over layouts and seed pairs of the L1 (0-255) between renders (layouts, seeds, H, W, 3)."""
+    renders = renders.astype(np.float64)
     return float(np.mean([np.abs(renders[:, a] - renders[:, b]).mean()
-                          for a, b in combinations(range(seeds), 2)]))
+                          for a, b in combinations(range(renders.shape[1]), 2)]))
+
+
+def diversity(generator, val: TrainData, frames: int, seeds: int, seed: int = 0) -> float:
+    """Mean pairwise L1 (0-255) between ``seeds`` renders of each of the first ``frames`` val layouts."""
+    return pairwise_l1(diversity_renders(generator, val, frames, seeds, seed))
+
+
+class FeatureDistance:
+    """An LPIPS-style image distance on ImageNet EfficientNet-Lite features, with no learned weights
+    of its own: an offline analogue of LPIPS (Zhang et al. 2018), not LPIPS.
+
+    As LPIPS: the encoder's multi-scale maps (``synthdrive.pretrained.encoder``, strides
+    2/4/8/16/32; lite0 channels 16/24/40/112/320) of both images, each unit-normalised along its
+    channels at every position, squared differences summed over channels and averaged over
+    positions, summed over the scales. Unlike LPIPS: no learned per-channel linear layer
+    (LPIPS's ``lpips=False`` baseline), and EfficientNet-Lite with ImageNet mean/std, not
+    AlexNet/VGG. 0 for identical images, at most 4 per scale (20 in all). Images are taken at
+    their own size (uint8, N x H x W x 3)."""
+
+    OUT_INDICES = (0, 1, 2, 3, 4)
+
+    def __init__(self, variant: int = 0, pretrained: bool = True, batch_size: int = 16):
+        from synthdrive import pretrained as effnet
+
+        self.net = effnet.encoder(variant, pretrained, out_indices=self.OUT_INDICES).eval()
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def features(self, images: np.ndarray) -> list[torch.Tensor]:
+        """Per scale, the channel-unit-normalised maps (N x C x h x w, float64) of uint8 images."""
+        from synthdrive.pretrained import preprocess
+
+        images = np.asarray(images)
+        scales: list[list[torch.Tensor]] = []
+        for start in range(0, len(images), self.batch_size):
+            maps = self.net(preprocess(images[start:start + self.batch_size]))
+            scales.append([(f / (f.norm(dim=1, keepdim=True) + 1e-10)).double() for f in maps])
+        return [torch.cat(per_scale) for per_scale in zip(*scales)]
+
+    @staticmethod
+    def between(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+        """Distance (N,) between the :meth:`features` of two image sets, row by row."""
+        return sum(((fa - fb) ** 2).sum(1).mean((1, 2)) for fa, fb in zip(a, b))
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Distance (N,) between two uint8 image sets (N x H x W x 3), row by row."""
+        return self.between(self.features(a), self.features(b)).numpy()
+
+
+def pairwise_feature_lpips_like(renders: np.ndarray, distance: FeatureDistance) -> float:
+    """Mean over layouts of the mean over seed pairs of :class:`FeatureDistance` between renders
+    (layouts, seeds, H, W, 3)."""
+    n, seeds = renders.shape[:2]
+    feats = distance.features(renders.reshape(n * seeds, *renders.shape[2:]))
+    feats = [f.reshape(n, seeds, *f.shape[1:]) for f in feats]
+    pairs = [distance.between([f[:, a] for f in feats], [f[:, b] for f in feats])
+             for a, b in combinations(range(seeds), 2)]
+    return float(torch.stack(pairs, 1).mean(1).mean())
+
+
+def diversity_metrics(generator, val: TrainData, frames: int, seeds: int, seed: int = 0,
+                      distance: FeatureDistance | None = None) -> dict[str, float]:
+    """``diversity_l1`` and (with a ``distance``) ``diversity_feature_lpips_like`` of one set of
+    renders (``seeds`` per each of the first ``frames`` val layouts)."""
+    renders = diversity_renders(generator, val, frames, seeds, seed)
+    out = {"diversity_l1": pairwise_l1(renders)}
+    if distance is not None:
+        out["diversity_feature_lpips_like"] = pairwise_feature_lpips_like(renders, distance)
+    return out
 
 
 def diversity_tiles(generator, val: TrainData, rows: int, seeds: int,

@@ -8,7 +8,8 @@ regulariser (the innermost decoder levels, p = ``dropout``) and sampling varies 
 latent instead, so samples are a function of their seed. The latent and the condition reach
 every decoder level through instance-norm scale/shift (a global brightness shift survives the
 norms that way). Discriminator: the 70x70 PatchGAN (spade_gan.PatchDiscriminator with
-``d_layers: 4`` and one scale). Losses: the paper's BCE GAN loss + ``l1_weight`` (100) x L1.
+``d_layers: 4`` and one scale). Losses: the paper's BCE GAN loss + ``l1_weight`` (100) x L1
+(+ ``perceptual_weight`` x the EfficientNet-Lite perceptual L1, generate/perceptual.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from synthdrive.conditions import TIMES_OF_DAY, WEATHERS
 from synthdrive.errors import UserError
 from synthdrive.generate import EvalCallback, StepCallback
 from synthdrive.generate.data import TrainData
+from synthdrive.generate.perceptual import build as build_perceptual
 from synthdrive.generate.spade_gan import SpadeGAN, _num_classes
 from synthdrive.generate.training import distributed, seeded_normal, train_loop
 from synthdrive.params import Params
@@ -117,6 +119,7 @@ class Pix2Pix(SpadeGAN):
         cfg, g = self.cfg, self.cfg["pix2pix"]
         seed, batch_size = cfg["seed"], g["batch_size"]
         disc, opt_g, opt_d, ema, ckpt, state = self.adversarial_setup(data, checkpoint_dir, g, scales=1)
+        perceptual = build_perceptual(g)  # None when perceptual_weight is 0
         with distributed() as dist:
             net_g, net_d = dist.wrap(self.net), dist.wrap(disc)  # DDP with several processes
 
@@ -134,6 +137,11 @@ class Pix2Pix(SpadeGAN):
                 adv = F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
                 l1 = F.l1_loss(fake, real)
                 loss_g = adv + g["l1_weight"] * l1
+                extra = {}
+                if perceptual is not None:
+                    percept = perceptual(fake, real)
+                    loss_g = loss_g + perceptual.weight * percept
+                    extra["loss_g_perceptual"] = percept.item()
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()
@@ -148,7 +156,7 @@ class Pix2Pix(SpadeGAN):
                 loss_d.backward()
                 opt_d.step()
                 return {"loss_g": loss_g.item(), "loss_g_adv": adv.item(), "loss_g_l1": l1.item(),
-                        "loss_d": loss_d.item()}
+                        "loss_d": loss_d.item(), **extra}
 
             train_loop(self, ema, state, ckpt, g["iterations"], cfg, step_fn, on_step, on_eval, dist)
 

@@ -6,7 +6,9 @@ its batch) and re-modulated by SPADE from the layout and the condition embedding
 scale; upsampling is nearest + conv (transposed convs left a checkerboard in the calibration).
 Discriminator: multi-scale spectral-norm PatchGAN on (layout, condition, image).
 Losses: hinge + discriminator feature matching + L1 to the real image (the calibration's recipe,
-shared/notes/generators.md: it makes a few hundred CPU iterations enough). Adam with TTUR, EMA of
+shared/notes/generators.md: it makes a few hundred CPU iterations enough), and with
+``perceptual_weight`` > 0 an EfficientNet-Lite perceptual L1 (generate/perceptual.py; pix2pix and
+vae take it too). Adam with TTUR, EMA of
 the generator (diffusers' EMAModel), resumable checkpoints.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition
 from synthdrive.errors import UserError
 from synthdrive.generate import EvalCallback, Generator, StepCallback, write_manifest
 from synthdrive.generate.data import TrainData, condition_ids, one_hot, to_uint8
+from synthdrive.generate.perceptual import build as build_perceptual
 from synthdrive.generate.training import Checkpoint, distributed, fingerprint, seeded_normal, train_loop
 from synthdrive.labels import get as label_space
 from synthdrive.params import Params
@@ -167,6 +170,7 @@ class SpadeGAN(Generator):
         cfg, g = self.cfg, self.cfg["spade_gan"]
         seed, batch_size, iterations = cfg["seed"], g["batch_size"], g["iterations"]
         disc, opt_g, opt_d, ema, ckpt, state = self.adversarial_setup(data, checkpoint_dir, g, g["d_scales"])
+        perceptual = build_perceptual(g)  # None when perceptual_weight is 0
         with distributed() as dist:
             net_g, net_d = dist.wrap(self.net), dist.wrap(disc)  # DDP with several processes
 
@@ -187,6 +191,11 @@ class SpadeGAN(Generator):
                                   for f, r in zip(pf[:-1], pr[:-1])]).mean()
                 l1 = F.l1_loss(fake, real)
                 loss_g = adv + g["fm_weight"] * fm + g["l1_weight"] * l1
+                extra = {}
+                if perceptual is not None:
+                    percept = perceptual(fake, real)
+                    loss_g = loss_g + perceptual.weight * percept
+                    extra["loss_g_perceptual"] = percept.item()
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()
@@ -198,7 +207,7 @@ class SpadeGAN(Generator):
                 loss_d.backward()
                 opt_d.step()
                 return {"loss_g": loss_g.item(), "loss_g_adv": adv.item(), "loss_g_fm": fm.item(),
-                        "loss_g_l1": l1.item(), "loss_d": loss_d.item()}
+                        "loss_g_l1": l1.item(), "loss_d": loss_d.item(), **extra}
 
             train_loop(self, ema, state, ckpt, iterations, cfg, step_fn, on_step, on_eval, dist)
 

@@ -4,7 +4,8 @@ Encoder q(z | image, layout, condition): strided convs on the image, the one-hot
 one-hot condition, pooled to the mean and log-variance of a ``z_dim`` latent. Decoder
 p(image | z, layout, condition): the SPADE decoder of spade_gan (the layout and condition
 modulate every scale, z starts it), so the comparison with spade_gan isolates the objective:
-L1 reconstruction + ``kl_weight`` x KL(q || N(0, I)) instead of the adversarial losses. Sampling
+L1 reconstruction + ``kl_weight`` x KL(q || N(0, I)) (+ ``perceptual_weight`` x the
+EfficientNet-Lite perceptual L1, generate/perceptual.py) instead of the adversarial losses. Sampling
 draws z from N(0, I) by each item's seed (spade_gan's sampling, save and load).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from diffusers.training_utils import EMAModel
 from synthdrive.conditions import TIMES_OF_DAY, WEATHERS
 from synthdrive.generate import EvalCallback, StepCallback
 from synthdrive.generate.data import TrainData
+from synthdrive.generate.perceptual import build as build_perceptual
 from synthdrive.generate.spade_gan import SPADEGenerator, SpadeGAN, _num_classes
 from synthdrive.generate.training import Checkpoint, distributed, fingerprint, seeded_normal, train_loop
 from synthdrive.params import Params
@@ -71,6 +73,7 @@ class LayoutVAE(SpadeGAN):
         ckpt = Checkpoint(checkpoint_dir, self.backend, fingerprint(cfg, self.backend, data),
                           enabled=cfg.get("resume", True))
         state = {"decoder": self.net, "encoder": encoder, "opt": opt, "ema": ema}
+        perceptual = build_perceptual(v)  # None when perceptual_weight is 0
 
         with distributed() as dist:
             net_dec, net_enc = dist.wrap(self.net), dist.wrap(encoder)  # DDP with several processes
@@ -86,10 +89,15 @@ class LayoutVAE(SpadeGAN):
                 # KL summed over the latent, batch-averaged; kl_weight sets it against the per-pixel L1.
                 kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
                 loss = recon + v["kl_weight"] * kl
+                extra = {}
+                if perceptual is not None:
+                    percept = perceptual(fake, real)
+                    loss = loss + perceptual.weight * percept
+                    extra["loss_perceptual"] = percept.item()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                return {"loss": loss.item(), "loss_l1": recon.item(), "kl": kl.item()}
+                return {"loss": loss.item(), "loss_l1": recon.item(), "kl": kl.item(), **extra}
 
             train_loop(self, ema, state, ckpt, v["iterations"], cfg, step_fn, on_step, on_eval, dist)
 

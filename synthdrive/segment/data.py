@@ -1,5 +1,6 @@
 """mmseg/mmengine plug-ins: our dataset format as an mmseg dataset, the condition-shift
-transform of the ``real_aug`` control, and the sampler that keeps real exposure equal.
+transform of the ``real_aug`` control, and the sampler that keeps real exposure equal (and deals
+a combined variant's extra slots out between its extra pools).
 
 Importing this module registers them (a Config built from a dict does not process
 ``custom_imports``, see shared/notes/mm-stack.md).
@@ -41,9 +42,11 @@ class SynthDriveDataset(BaseSegDataset):
 
     ``sources``: list of dicts, each {root, splits (list or None = all), ids (list, or a JSON file
     with {"kept": [...]}, or None = all), role ("real" | "extra"), shift_to (conditions to shift
-    to, for the real_aug control), ignore_classes (class ids that become 255)}.
-    Every data info carries ``frame_id``, ``condition`` and ``role`` for per-condition metrics
-    and for the sampler.
+    to, for the real_aug control), ignore_classes (class ids that become 255), pool (the name of
+    the extra pool the source's frames belong to, for a variant with more than one kind of extra
+    frame; default: its role)}.
+    Every data info carries ``frame_id``, ``condition``, ``role`` and ``pool`` for per-condition
+    metrics and for the sampler.
     """
 
     def __init__(self, sources: Sequence[dict], **kwargs):
@@ -71,7 +74,8 @@ class SynthDriveDataset(BaseSegDataset):
                     seg_map_path=str(root / "labels" / f"{r['id']}.png"),
                     label_map=label_map, reduce_zero_label=False, seg_fields=[],
                     frame_id=r["id"], condition=condition_key(r),
-                    role=source.get("role", REAL), shift_to=list(source.get("shift_to") or []),
+                    role=source.get("role", REAL), pool=source.get("pool") or source.get("role", REAL),
+                    shift_to=list(source.get("shift_to") or []),
                     shift_stats=source.get("shift_stats") or {}))
         return data_list
 
@@ -114,10 +118,16 @@ class MixedInfiniteSampler(Sampler):
     the same number of real samples at the same iteration (the pilot's trap 2). Each pool is
     reshuffled per pass, seeded, and sharded over distributed ranks like mmengine's
     InfiniteSampler.
+
+    ``extra_pools`` (the ``pool`` names of the extra frames, e.g. ["shifted", "synthetic"] for
+    real_aug_synth) splits the extra frames into sub-pools and deals the extra slots out to them in
+    turn, counting on across batches: with ``extra_per_batch`` a multiple of their number every
+    batch holds the same number from each, otherwise the odd slot alternates between batches, so
+    over the run each pool gets an equal share (:meth:`extra_seen`). None: one extra pool.
     """
 
     def __init__(self, dataset: BaseDataset, real_per_batch: int, extra_per_batch: int = 0,
-                 seed: int | None = None, shuffle: bool = True):
+                 seed: int | None = None, shuffle: bool = True, extra_pools: Sequence[str] | None = None):
         self.rank, self.world_size = get_dist_info()
         self.seed = 0 if seed is None else int(seed)
         self.shuffle = shuffle
@@ -128,10 +138,20 @@ class MixedInfiniteSampler(Sampler):
             raise ValueError("MixedInfiniteSampler: the dataset has no real frames")
         if self.extra_per_batch and not self.pools[EXTRA]:
             raise ValueError("MixedInfiniteSampler: extra_per_batch > 0 but the dataset has no extra frames")
-        self.counts = {REAL: 0, EXTRA: 0}
+        self.extra_pools = list(extra_pools or [])
+        if len(set(self.extra_pools)) != len(self.extra_pools):
+            raise ValueError(f"MixedInfiniteSampler: extra_pools {self.extra_pools} repeats a name")
+        infos = [dataset.get_data_info(i) for i in self.pools[EXTRA]] if self.extra_pools else []
+        self.sub_pools = {name: [i for i, info in zip(self.pools[EXTRA], infos) if info.get("pool") == name]
+                          for name in self.extra_pools}
+        if self.extra_per_batch:
+            empty = [name for name, pool in self.sub_pools.items() if not pool]
+            if empty:
+                raise ValueError(f"MixedInfiniteSampler: no extra frames in pool(s) {', '.join(empty)}")
+        self.counts = {REAL: 0, EXTRA: 0, **{name: 0 for name in self.extra_pools}}
 
     def _stream(self, role: str, offset: int) -> Iterator[int]:
-        pool = self.pools[role]
+        pool = self.pools[role] if role in self.pools else self.sub_pools[role]
         g = torch.Generator().manual_seed(self.seed + offset)
         while True:
             order = torch.randperm(len(pool), generator=g).tolist() if self.shuffle else range(len(pool))
@@ -139,14 +159,31 @@ class MixedInfiniteSampler(Sampler):
                 yield pool[k]
 
     def __iter__(self) -> Iterator[int]:
-        real, extra = self._stream(REAL, 0), self._stream(EXTRA, 1) if self.extra_per_batch else None
+        real = self._stream(REAL, 0)
+        if not self.extra_per_batch:
+            extras = []
+        elif self.extra_pools:  # each pool in the order the single-pool variant draws it (offset 1)
+            extras = [(name, self._stream(name, 1)) for name in self.extra_pools]
+        else:
+            extras = [(None, self._stream(EXTRA, 1))]
+        slot = 0
         while True:
             for _ in range(self.real_per_batch):
                 self.counts[REAL] += 1
                 yield next(real)
             for _ in range(self.extra_per_batch):
+                name, stream = extras[slot % len(extras)]
+                slot += 1
                 self.counts[EXTRA] += 1
-                yield next(extra)
+                if name is not None:
+                    self.counts[name] += 1
+                yield next(stream)
+
+    def extra_seen(self, batches: int) -> dict[str, int]:
+        """Frames of each extra pool in the first ``batches`` batches of one rank's stream."""
+        slots = batches * self.extra_per_batch
+        n = len(self.extra_pools)
+        return {name: slots // n + (k < slots % n) for k, name in enumerate(self.extra_pools)}
 
     def __len__(self) -> int:
         return len(self.pools[REAL]) + len(self.pools[EXTRA])

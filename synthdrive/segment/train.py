@@ -25,7 +25,13 @@ from synthdrive.segment.config import CONFIG_FILE, build_config, save_config
 from synthdrive.segment.data import EXTRA, REAL
 from synthdrive.segment.photometric import condition_stats
 
-VARIANTS = ("real", "real_aug", "real_synth")
+VARIANTS = ("real", "real_aug", "real_synth", "real_aug_synth")
+# Variants that train on filter_synthetic's kept frames (dvc.yaml: train_segmenter_synth).
+SYNTH_VARIANTS = ("real_synth", "real_aug_synth")
+# real_aug_synth's extra pools: its extra slots are dealt out to them in turn, so each gets half
+# of the mix.ratio share the single-source variants give to one (README "Variants").
+SHIFTED, SYNTHETIC = "shifted", "synthetic"
+COMBINED_POOLS = (SHIFTED, SYNTHETIC)
 # The modules whose code (with their imports) trains a segmenter: a change restarts training.
 TRAINING_CODE = ("synthdrive.segment.train",)
 
@@ -54,21 +60,32 @@ def extra_per_batch(real_batch: int, ratio: float) -> int:
 def variant_sources(variant: str, *, raw: Path, synthetic: Path | None = None,
                     kept: Path | None = None, ignore_classes=(), shift_targets=(),
                     shift_stats: dict | None = None) -> list[dict]:
-    """Training sources of a variant: real train frames, plus the extra pool for mixed variants."""
+    """Training sources of a variant: real train frames, plus the extra pool(s) for mixed variants
+    (real_aug_synth: the shifted real frames and the kept synthetic frames, each tagged with its
+    ``pool`` for the sampler)."""
     real = dict(root=str(raw), splits=["train"], role=REAL)
+
+    def shifted() -> dict:
+        if not shift_targets:
+            raise UserError(f"{variant} has no target conditions: set segmenter.real_aug.targets, or "
+                            "give the real train split more than one condition")
+        return dict(root=str(raw), splits=["train"], role=EXTRA, shift_to=list(shift_targets),
+                    shift_stats=shift_stats or {})
+
+    def synth() -> dict:
+        if synthetic is None or not (synthetic / "index.jsonl").is_file():
+            raise UserError(f"{synthetic}: no synthetic dataset; run the synthesize stage first")
+        return dict(root=str(synthetic), splits=None, role=EXTRA,
+                    ids=str(kept) if kept else None, ignore_classes=list(ignore_classes))
+
     if variant == "real":
         return [real]
     if variant == "real_aug":
-        if not shift_targets:
-            raise UserError("real_aug has no target conditions: set segmenter.real_aug.targets, or "
-                            "give the real train split more than one condition")
-        return [real, dict(root=str(raw), splits=["train"], role=EXTRA, shift_to=list(shift_targets),
-                           shift_stats=shift_stats or {})]
+        return [real, shifted()]
     if variant == "real_synth":
-        if synthetic is None or not (synthetic / "index.jsonl").is_file():
-            raise UserError(f"{synthetic}: no synthetic dataset; run the synthesize stage first")
-        return [real, dict(root=str(synthetic), splits=None, role=EXTRA,
-                           ids=str(kept) if kept else None, ignore_classes=list(ignore_classes))]
+        return [real, synth()]
+    if variant == "real_aug_synth":
+        return [real, {**shifted(), "pool": SHIFTED}, {**synth(), "pool": SYNTHETIC}]
     raise UserError(f"unknown segmenter variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
 
 
@@ -187,6 +204,9 @@ def train(cfg: Config, out_dir: Path, *, resume: bool = True,
         "real_samples_seen": iters * sampler.real_per_batch * world,
         "extra_samples_seen": iters * sampler.extra_per_batch * world,
         "real_pool": len(sampler.pools[REAL]), "extra_pool": len(sampler.pools[EXTRA]),
+        # real_aug_synth: each extra pool's size and exposure (flat keys: MLflow metrics)
+        **{f"extra_pool.{name}": len(pool) for name, pool in sampler.sub_pools.items()},
+        **{f"extra_samples_seen.{name}": n * world for name, n in sampler.extra_seen(iters).items()},
         "train_seconds": round(seconds, 1), "seconds_per_iter": round(seconds / max(iters, 1), 3),
         "final_losses": {k: round(float(v.current()), 4) for k, v in runner.message_hub.log_scalars.items()
                          if k.startswith("train/loss")},
@@ -215,16 +235,21 @@ def run_config(seg, *, label_space: str, variant: str, seed: int, raw: Path, syn
         raise UserError(f"{raw}: no train frames; the segmenter needs a train split")
     extra = 0 if variant == "real" else extra_per_batch(int(seg["train.batch_size"]), float(seg["mix.ratio"]))
     kwargs: dict = {}
-    if variant == "real_aug":
+    if variant in ("real_aug", "real_aug_synth"):
         kwargs["shift_targets"] = rare_conditions([condition_key(r) for r in train_records],
                                                   seg["real_aug.targets"])
         kwargs["shift_stats"] = condition_stats(real, train_records)
-    elif variant == "real_synth":
+    if variant in SYNTH_VARIANTS:
         if not kept.is_file():
             raise UserError(f"{kept}: missing; run `dvc repro filter_synthetic` first")
         kwargs.update(synthetic=synthetic, kept=kept,
                       ignore_classes=json.loads(kept.read_text()).get("ignore_class_ids", []))
     sources = variant_sources(variant, raw=raw, **kwargs)
-    return build_config(seg.to_dict(), label_space=label_space, train_sources=sources,
-                        val_sources=[dict(root=str(raw), splits=["val"])], work_dir=work_dir, seed=seed,
-                        extra_per_batch=extra, tracking_uri=tracking_uri)
+    cfg = build_config(seg.to_dict(), label_space=label_space, train_sources=sources,
+                       val_sources=[dict(root=str(raw), splits=["val"])], work_dir=work_dir, seed=seed,
+                       extra_per_batch=extra, tracking_uri=tracking_uri)
+    if variant == "real_aug_synth":
+        # The same extra_per_batch (batch size, extra share) as real_aug and real_synth, dealt out
+        # in turn to the shifted-real and the synthetic pool: half of the extra slots each.
+        cfg.train_dataloader.sampler.extra_pools = list(COMBINED_POOLS)
+    return cfg
