@@ -22,7 +22,13 @@ def resolve_device(name: str, param: str) -> "torch.device":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     elif name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"params.yaml: {param}={name!r} but CUDA is not available; use 'auto' or 'cpu'")
-    device = torch.device(name)
+    return rank_device(torch.device(name))
+
+
+def rank_device(device: "torch.device") -> "torch.device":
+    """A CUDA device without an index means this process's GPU under torchrun (LOCAL_RANK)."""
+    import torch
+
     if device.type == "cuda" and device.index is None:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device

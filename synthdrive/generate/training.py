@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from synthdrive.codehash import code_fingerprint
+from synthdrive.compute import rank_device
 from synthdrive.errors import UserError
 from synthdrive.generate.data import TrainData
 
@@ -117,13 +118,6 @@ def seeded_normal(seeds, shape: tuple[int, ...]) -> torch.Tensor:
     """One standard-normal tensor of ``shape`` per seed, stacked: item i depends on seed i only."""
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s) % 2**63))
                         for s in seeds])
-
-
-def rank_device(device: torch.device) -> torch.device:
-    """A CUDA device without an index means this process's GPU under torchrun (LOCAL_RANK)."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
 
 
 class Distributed:
