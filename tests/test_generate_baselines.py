@@ -127,7 +127,7 @@ def test_stages_train_generator_then_synthesize(backend, workdir):
     assert (workdir.path / "metrics" / "generator_diversity.png").is_file()
     assert json.loads((workdir.path / "models" / "generator" / "generator.json").read_text())["backend"] == backend
     if backend == "vae":
-        return  # synthesize runs the sampling pix2pix and vae share (SpadeGAN.sample); once is enough
+        return  # synthesize runs the sampling pix2pix and vae share (blocks.sample_latent); once is enough
     workdir.run("synthesize", {"synthesize": {"count": 4, "batch_size": 4, "source_min_share": 0.3}})
     synthetic = Dataset(workdir.path / "data" / "synthetic")
     synthetic.validate()

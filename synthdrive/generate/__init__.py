@@ -11,7 +11,9 @@ ignore) plus a target condition into an RGB image. Backends:
   vae         layout- and condition-conditioned VAE with the SPADE decoder: the small-data baseline
   controlnet  Stable Diffusion + seg ControlNet from local weight folders; needs no training
 
-Modules are imported lazily so a backend's heavy imports cost nothing when unused.
+Modules are imported lazily so a backend's heavy imports cost nothing when unused. The in-project
+backends subclass only ``Generator`` and compose the shared pieces of ``generate.blocks`` (build,
+save, load, latent sampling) and ``generate.training`` (the loop, its EMA and checkpoint).
 """
 from __future__ import annotations
 

@@ -61,10 +61,14 @@ class TrainData:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batch(self, index: np.ndarray, flip: np.ndarray | None = None):
-        """(one-hot layouts, weather ids, time ids, images) of the frames at ``index``."""
+    def draw(self, rng: np.random.Generator, batch_size: int):
+        """A training batch from ``rng`` (frames with replacement, each flipped left-right with
+        probability 1/2): (one-hot layouts, weather ids, time ids, images). The one way every
+        backend draws, so a batch is a function of the step's stream."""
+        index = rng.integers(0, len(self), batch_size)
+        flip = rng.random(batch_size) < 0.5
         layouts, images = self.layouts[index], self.images[index]
-        if flip is not None and flip.any():
+        if flip.any():
             f = torch.from_numpy(flip)
             layouts = torch.where(f[:, None, None], layouts.flip(-1), layouts)
             images = torch.where(f[:, None, None, None], images.flip(-1), images)

@@ -22,15 +22,11 @@ import numpy as np
 import torch
 
 from synthdrive.conditions import Condition
-from synthdrive.generate.data import TrainData
+from synthdrive.generate.data import TrainData, to_uint8
 from synthdrive.labels import colorize
 
 GREY = np.array([0.299, 0.587, 0.114])
 RATIO_TOLERANCE = 0.15  # |generated ratio - real ratio| beyond this is a miss (CamVid dusk: 0.51)
-
-
-def _uint8_images(data: TrainData) -> np.ndarray:
-    return ((data.images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def brightness(images: np.ndarray) -> float:
@@ -40,7 +36,7 @@ def brightness(images: np.ndarray) -> float:
 def mean_colour_floor(train: TrainData, layouts: np.ndarray, conditions: list[Condition]) -> np.ndarray:
     """Each pixel painted the mean training colour of its class in its frame's condition (the
     class's mean over all conditions where that condition never shows the class)."""
-    images = _uint8_images(train).astype(np.float64)
+    images = to_uint8(train.images).astype(np.float64)
     ids = train.layouts.numpy().astype(np.int64)
     ids[ids >= train.num_classes] = train.num_classes  # ignore -> its own "class"
     k = train.num_classes + 1
@@ -82,7 +78,7 @@ def floor_metrics(generator, train: TrainData, val: TrainData, frames: int, seed
     condition for the brightness check (``frames`` x conditions samples)."""
     n = min(frames, len(val))
     layouts = val.layouts[:n].numpy()
-    real = _uint8_images(val)[:n]
+    real = to_uint8(val.images)[:n]
     seeds = [seed + i for i in range(n)]
     own = generator.sample(layouts, val.conditions[:n], seeds)
     floor = mean_colour_floor(train, layouts, val.conditions[:n])
@@ -95,7 +91,7 @@ def floor_metrics(generator, train: TrainData, val: TrainData, frames: int, seed
     if not all_conditions:
         return metrics, problems
     ref = reference_condition(train)
-    real_images = _uint8_images(train)
+    real_images = to_uint8(train.images)
     cond_of = [str(c) for c in train.conditions]
     conditions = sorted(set(train.conditions), key=str)
     generated = {c: brightness(generator.sample(layouts, [c] * n, seeds)) for c in conditions}
@@ -225,7 +221,7 @@ def sample_grid_tiles(generator, val: TrainData, rows: int,
     """Tiles for a grid: per val layout, its label, its real frame, then its renders."""
     n = min(rows, len(val))
     layouts = val.layouts[:n].numpy()
-    real = _uint8_images(val)[:n]
+    real = to_uint8(val.images)[:n]
     renders = {c: generator.sample(layouts, [c] * n, [seed + i for i in range(n)]) for c in conditions}
     space = generator.label_space
     tiles, captions = [], []

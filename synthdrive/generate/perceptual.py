@@ -11,7 +11,7 @@ The net sees the training resolution as is (64x128 by default: stride-4/8/16 map
 
 Each backend builds it once per training with ``build(own_params)`` (None when its
 ``perceptual_weight`` is 0: the default, and then nothing is loaded) and adds
-``weight x loss(fake, real)`` to its generator loss.
+``weight x loss(fake, real)`` to its generator loss with ``add``.
 """
 from __future__ import annotations
 
@@ -63,3 +63,13 @@ def build(own: dict, device: torch.device | None = None) -> PerceptualLoss | Non
     if weight <= 0:
         return None
     return PerceptualLoss(weight).to(device or torch.device("cpu"))
+
+
+def add(perceptual: PerceptualLoss | None, loss: torch.Tensor, fake: torch.Tensor, real: torch.Tensor,
+        name: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """``loss`` + weight x the perceptual term and ``{name: term}`` to log; with ``perceptual``
+    None (weight 0), ``loss`` and nothing to log."""
+    if perceptual is None:
+        return loss, {}
+    term = perceptual(fake, real)
+    return loss + perceptual.weight * term, {name: term.item()}

@@ -24,12 +24,12 @@ from diffusers.configuration_utils import register_to_config
 
 from synthdrive.conditions import TIMES_OF_DAY, WEATHERS
 from synthdrive.errors import UserError
-from synthdrive.generate import EvalCallback, StepCallback
+from synthdrive.generate import EvalCallback, StepCallback, blocks
 from synthdrive.generate.data import TrainData
+from synthdrive.generate.perceptual import add as add_perceptual
 from synthdrive.generate.perceptual import build as build_perceptual
-from synthdrive.generate.spade_gan import SpadeGAN, _num_classes
-from synthdrive.generate.training import distributed, seeded_normal, train_loop
-from synthdrive.params import Params
+from synthdrive.generate.spade_gan import adversarial_setup
+from synthdrive.generate.training import distributed, step_normal, train_loop
 
 
 class StyleNorm(nn.Module):
@@ -101,47 +101,31 @@ class UNetGenerator(ModelMixin, ConfigMixin):
         return torch.tanh(self.conv_out(F.interpolate(x, scale_factor=2, mode="nearest")))
 
 
-class Pix2Pix(SpadeGAN):
+class Pix2Pix(blocks.LatentNetGenerator):
     backend = "pix2pix"
     NET = UNetGenerator
 
-    @classmethod
-    def create(cls, cfg: Params, label_space: str) -> "Pix2Pix":
-        torch.manual_seed(cfg["seed"])
-        g = cfg["pix2pix"]
-        net = UNetGenerator(num_classes=_num_classes(label_space), channels=list(g["channels"]),
-                            z_dim=g["z_dim"], cond_dim=g["cond_dim"], dropout=g["dropout"],
-                            dropout_levels=g["dropout_levels"])
-        return cls(net, label_space, (cfg["height"], cfg["width"]), cfg.to_dict())
-
     def train(self, data: TrainData, checkpoint_dir: Path | None, on_step: StepCallback | None = None,
               on_eval: EvalCallback | None = None) -> None:
-        cfg, g = self.cfg, self.cfg["pix2pix"]
-        seed, batch_size = cfg["seed"], g["batch_size"]
-        disc, opt_g, opt_d, ema, ckpt, state = self.adversarial_setup(data, checkpoint_dir, g, scales=1)
+        g = self.cfg["pix2pix"]
+        disc, opt_g, opt_d, objects = adversarial_setup(self, data, scales=1)
         perceptual = build_perceptual(g)  # None when perceptual_weight is 0
+        bce = F.binary_cross_entropy_with_logits
         with distributed() as dist:
             net_g, net_d = dist.wrap(self.net), dist.wrap(disc)  # DDP with several processes
 
-            def step_fn(step: int) -> dict:
-                rng = dist.rng(seed, step)
-                index = rng.integers(0, len(data), batch_size)
-                seg, weather, time, real = data.batch(index, rng.random(batch_size) < 0.5)
-                z = seeded_normal(rng.integers(0, 2**62, batch_size), (self.net.config.z_dim,))
+            def step_fn(rng, seg, weather, time, real) -> dict:
+                z = step_normal(rng, len(seg), (self.net.config.z_dim,))
                 torch.manual_seed(int(rng.integers(0, 2**62)))  # dropout masks: by (seed, step, rank)
                 fake = net_g(seg, weather, time, z)
 
                 disc.requires_grad_(False)
                 logits_fake = net_d(seg, weather, time, fake)[0][-1]
                 disc.requires_grad_(True)
-                adv = F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
+                adv = bce(logits_fake, torch.ones_like(logits_fake))
                 l1 = F.l1_loss(fake, real)
-                loss_g = adv + g["l1_weight"] * l1
-                extra = {}
-                if perceptual is not None:
-                    percept = perceptual(fake, real)
-                    loss_g = loss_g + perceptual.weight * percept
-                    extra["loss_g_perceptual"] = percept.item()
+                loss_g, extra = add_perceptual(perceptual, adv + g["l1_weight"] * l1, fake, real,
+                                               "loss_g_perceptual")
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()
@@ -149,7 +133,6 @@ class Pix2Pix(SpadeGAN):
                 logits_real = net_d(seg, weather, time, real)[0][-1]
                 logits_fake = net_d(seg, weather, time, fake.detach())[0][-1]
                 # Halved as in the paper: D learns at half G's rate.
-                bce = F.binary_cross_entropy_with_logits
                 loss_d = 0.5 * (bce(logits_real, torch.ones_like(logits_real))
                                 + bce(logits_fake, torch.zeros_like(logits_fake)))
                 opt_d.zero_grad(set_to_none=True)
@@ -158,7 +141,7 @@ class Pix2Pix(SpadeGAN):
                 return {"loss_g": loss_g.item(), "loss_g_adv": adv.item(), "loss_g_l1": l1.item(),
                         "loss_d": loss_d.item(), **extra}
 
-            train_loop(self, ema, state, ckpt, g["iterations"], cfg, step_fn, on_step, on_eval, dist)
+            train_loop(self, data, checkpoint_dir, objects, step_fn, dist, on_step, on_eval)
 
 
 GENERATOR = Pix2Pix

@@ -19,16 +19,13 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, DDIMScheduler, DDPMScheduler, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
-from diffusers.training_utils import EMAModel
 
 from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition
 from synthdrive.compute import resolve_device
 from synthdrive.errors import UserError
-from synthdrive.generate import EvalCallback, Generator, StepCallback, write_manifest
+from synthdrive.generate import EvalCallback, Generator, StepCallback, blocks
 from synthdrive.generate.data import NULL_TIME, NULL_WEATHER, TrainData, condition_ids, one_hot, to_uint8
-from synthdrive.generate.training import (Checkpoint, distributed, fingerprint, seeded_normal,
-                                         train_loop)
-from synthdrive.labels import get as label_space
+from synthdrive.generate.training import distributed, step_normal, train_loop
 from synthdrive.params import Params
 
 
@@ -134,47 +131,34 @@ class SDMUNet(ModelMixin, ConfigMixin):
 class SDM(Generator):
     backend = "sdm"
 
-    def __init__(self, unet: SDMUNet, scheduler: DDPMScheduler, label_space: str,
-                 size: tuple[int, int], cfg: dict | None = None, trained_steps: int = 0):
-        self.unet, self.scheduler, self.label_space, self.size = unet, scheduler, label_space, size
+    def __init__(self, unet: SDMUNet, label_space: str, size: tuple[int, int], cfg: dict | None = None,
+                 trained_steps: int = 0, *, scheduler: DDPMScheduler, device: torch.device):
+        self.unet, self.label_space, self.size = unet.to(device), label_space, size
         self.cfg, self.trained_steps = cfg, trained_steps
-        self.device = next(unet.parameters()).device
+        self.scheduler, self.device = scheduler, device
 
     @classmethod
     def create(cls, cfg: Params, label_space: str) -> "SDM":
-        torch.manual_seed(cfg["seed"])
         s = cfg["sdm"]
-        unet = SDMUNet(num_classes=label_space_size(label_space), channels=list(s["channels"]),
-                       layers_per_block=s["layers_per_block"], spade_hidden=s["spade_hidden"],
-                       groups=s["groups"])
         scheduler = DDPMScheduler(num_train_timesteps=s["train_timesteps"], beta_schedule=s["beta_schedule"])
-        return cls(unet.to(resolve_device(s["device"], "generator.sdm.device")), scheduler, label_space, (cfg["height"], cfg["width"]),
-                   cfg.to_dict())
+        return blocks.create(cls, SDMUNet, cfg, label_space, scheduler=scheduler,
+                             device=resolve_device(s["device"], "generator.sdm.device"))
 
     def train(self, data: TrainData, checkpoint_dir: Path | None, on_step: StepCallback | None = None,
               on_eval: EvalCallback | None = None) -> None:
-        cfg, s = self.cfg, self.cfg["sdm"]
-        seed, batch_size, iterations = cfg["seed"], s["batch_size"], s["iterations"]
+        s = self.cfg["sdm"]
         opt = torch.optim.AdamW(self.unet.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-        ema = EMAModel(self.unet.parameters(), decay=s["ema_decay"], use_ema_warmup=True)
-        ckpt = Checkpoint(checkpoint_dir, self.backend, fingerprint(cfg, self.backend, data),
-                          enabled=cfg.get("resume", True))
-        state = {"unet": self.unet, "opt": opt, "ema": ema}
         steps = self.scheduler.config.num_train_timesteps
         with distributed(self.device) as dist:
             unet = dist.wrap(self.unet)  # DDP with several processes
 
-            def step_fn(step: int) -> dict:
-                rng = dist.rng(seed, step)
-                index = rng.integers(0, len(data), batch_size)
-                seg, weather, time, x0 = (t.to(self.device)
-                                          for t in data.batch(index, rng.random(batch_size) < 0.5))
-                drop = torch.from_numpy(rng.random(batch_size) < s["uncond_prob"]).to(self.device)
+            def step_fn(rng, seg, weather, time, x0) -> dict:
+                drop = torch.from_numpy(rng.random(len(seg)) < s["uncond_prob"]).to(self.device)
                 seg = seg * ~drop[:, None, None, None]
                 weather = torch.where(drop, NULL_WEATHER, weather)
                 time = torch.where(drop, NULL_TIME, time)
-                noise = seeded_normal(rng.integers(0, 2**62, batch_size), tuple(x0.shape[1:])).to(self.device)
-                t = torch.from_numpy(rng.integers(0, steps, batch_size)).to(self.device)
+                noise = step_normal(rng, len(seg), tuple(x0.shape[1:])).to(self.device)
+                t = torch.from_numpy(rng.integers(0, steps, len(seg))).to(self.device)
                 pred = unet(self.scheduler.add_noise(x0, noise, t), t, seg, weather, time)
                 loss = F.mse_loss(pred, noise)
                 opt.zero_grad(set_to_none=True)
@@ -182,8 +166,8 @@ class SDM(Generator):
                 opt.step()
                 return {"loss": loss.item()}
 
-            train_loop(self, ema, state, ckpt, iterations, cfg, step_fn, on_step, on_eval, dist,
-                       net=self.unet)
+            train_loop(self, data, checkpoint_dir, {"unet": self.unet, "opt": opt}, step_fn, dist,
+                       on_step, on_eval, net=self.unet)
 
     @torch.no_grad()
     def sample(self, layouts: np.ndarray, conditions: Sequence[Condition], seeds: Sequence[int],
@@ -214,21 +198,13 @@ class SDM(Generator):
         return np.concatenate(out)
 
     def save(self, path: Path) -> None:
-        self.unet.save_pretrained(Path(path) / "unet")
-        self.scheduler.save_pretrained(Path(path) / "scheduler")
-        write_manifest(Path(path), self.backend, label_space=self.label_space,
-                       trained_steps=self.trained_steps, height=self.size[0], width=self.size[1])
+        blocks.save(self, path, unet=self.unet, scheduler=self.scheduler)
 
     @classmethod
     def load(cls, path: Path, manifest: dict, device: str = "auto") -> "SDM":
-        unet = SDMUNet.from_pretrained(Path(path) / "unet").to(resolve_device(device, "generator.sdm.device"))
-        scheduler = DDPMScheduler.from_pretrained(Path(path) / "scheduler")
-        return cls(unet.eval(), scheduler, manifest["label_space"], (manifest["height"], manifest["width"]),
-                   trained_steps=manifest["trained_steps"])
-
-
-def label_space_size(name: str) -> int:
-    return label_space(name).num_classes
+        return blocks.load(cls, SDMUNet, path, manifest, "unet",
+                           scheduler=DDPMScheduler.from_pretrained(Path(path) / "scheduler"),
+                           device=resolve_device(device, "generator.sdm.device"))
 
 
 GENERATOR = SDM

@@ -16,23 +16,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from diffusers.training_utils import EMAModel
 from torch.nn.utils.parametrizations import spectral_norm
 
-from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition
+from synthdrive.conditions import TIMES_OF_DAY, WEATHERS
 from synthdrive.errors import UserError
-from synthdrive.generate import EvalCallback, Generator, StepCallback, write_manifest
-from synthdrive.generate.data import TrainData, condition_ids, one_hot, to_uint8
+from synthdrive.generate import EvalCallback, StepCallback, blocks
+from synthdrive.generate.data import TrainData
+from synthdrive.generate.perceptual import add as add_perceptual
 from synthdrive.generate.perceptual import build as build_perceptual
-from synthdrive.generate.training import Checkpoint, distributed, fingerprint, seeded_normal, train_loop
-from synthdrive.labels import get as label_space
-from synthdrive.params import Params
+from synthdrive.generate.training import distributed, step_normal, train_loop
+
 
 class SPADE(nn.Module):
     """Parameter-free instance norm, then a per-pixel scale and shift predicted from the
@@ -145,42 +143,35 @@ class PatchDiscriminator(ModelMixin, ConfigMixin):
         return outputs
 
 
-class SpadeGAN(Generator):
-    """Also the base of the backends whose net has the same call signature (pix2pix, vae):
-    they share sampling (the latent from each item's seed), save and load."""
+def adversarial_setup(generator, data: TrainData, scales: int):
+    """The adversarial half of spade_gan's and pix2pix's training: a PatchGAN discriminator
+    (seeded after the generator, so adding it leaves the generator's initial weights alone), an
+    Adam per net (lr_g / lr_d: TTUR when they differ), and all of them by checkpoint name."""
+    own = generator.cfg[generator.backend]
+    torch.manual_seed(generator.cfg["seed"] + 1)
+    disc = PatchDiscriminator(num_classes=data.num_classes, channels=own["d_channels"],
+                              layers=own["d_layers"], scales=scales)
+    betas = tuple(own["betas"])
+    opt_g = torch.optim.Adam(generator.net.parameters(), lr=own["lr_g"], betas=betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=own["lr_d"], betas=betas)
+    checkpointed = {"generator": generator.net, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d}
+    return disc, opt_g, opt_d, checkpointed
 
+
+class SpadeGAN(blocks.LatentNetGenerator):
     backend = "spade_gan"
-    NET: type[ModelMixin] = SPADEGenerator  # the class save_pretrained wrote, for load
-
-    def __init__(self, net: SPADEGenerator, label_space: str, size: tuple[int, int],
-                 cfg: dict | None = None, trained_steps: int = 0):
-        self.net, self.label_space, self.size = net, label_space, size
-        self.cfg, self.trained_steps = cfg, trained_steps
-
-    @classmethod
-    def create(cls, cfg: Params, label_space: str) -> "SpadeGAN":
-        torch.manual_seed(cfg["seed"])
-        g = cfg["spade_gan"]
-        net = SPADEGenerator(num_classes=_num_classes(label_space), channels=list(g["channels"]),
-                             spade_hidden=g["spade_hidden"], z_dim=g["z_dim"], cond_dim=g["cond_dim"])
-        return cls(net, label_space, (cfg["height"], cfg["width"]), cfg.to_dict())
+    NET = SPADEGenerator
 
     def train(self, data: TrainData, checkpoint_dir: Path | None, on_step: StepCallback | None = None,
               on_eval: EvalCallback | None = None) -> None:
-        cfg, g = self.cfg, self.cfg["spade_gan"]
-        seed, batch_size, iterations = cfg["seed"], g["batch_size"], g["iterations"]
-        disc, opt_g, opt_d, ema, ckpt, state = self.adversarial_setup(data, checkpoint_dir, g, g["d_scales"])
+        g = self.cfg["spade_gan"]
+        disc, opt_g, opt_d, objects = adversarial_setup(self, data, g["d_scales"])
         perceptual = build_perceptual(g)  # None when perceptual_weight is 0
         with distributed() as dist:
             net_g, net_d = dist.wrap(self.net), dist.wrap(disc)  # DDP with several processes
 
-            def step_fn(step: int) -> dict:
-                # Batch, flips, noise: a function of (seed, step, rank), so a resumed run replays exactly.
-                rng = dist.rng(seed, step)
-                index = rng.integers(0, len(data), batch_size)
-                seg, weather, time, real = data.batch(index, rng.random(batch_size) < 0.5)
-                z = seeded_normal(rng.integers(0, 2**62, batch_size), (self.net.config.z_dim,))
-                fake = net_g(seg, weather, time, z)
+            def step_fn(rng, seg, weather, time, real) -> dict:
+                fake = net_g(seg, weather, time, step_normal(rng, len(seg), (self.net.config.z_dim,)))
 
                 disc.requires_grad_(False)
                 pred_fake = net_d(seg, weather, time, fake)
@@ -190,12 +181,8 @@ class SpadeGAN(Generator):
                 fm = torch.stack([F.l1_loss(f, r.detach()) for pf, pr in zip(pred_fake, pred_real)
                                   for f, r in zip(pf[:-1], pr[:-1])]).mean()
                 l1 = F.l1_loss(fake, real)
-                loss_g = adv + g["fm_weight"] * fm + g["l1_weight"] * l1
-                extra = {}
-                if perceptual is not None:
-                    percept = perceptual(fake, real)
-                    loss_g = loss_g + perceptual.weight * percept
-                    extra["loss_g_perceptual"] = percept.item()
+                loss_g, extra = add_perceptual(perceptual, adv + g["fm_weight"] * fm + g["l1_weight"] * l1,
+                                               fake, real, "loss_g_perceptual")
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()
@@ -209,56 +196,7 @@ class SpadeGAN(Generator):
                 return {"loss_g": loss_g.item(), "loss_g_adv": adv.item(), "loss_g_fm": fm.item(),
                         "loss_g_l1": l1.item(), "loss_d": loss_d.item(), **extra}
 
-            train_loop(self, ema, state, ckpt, iterations, cfg, step_fn, on_step, on_eval, dist)
-
-    def adversarial_setup(self, data: TrainData, checkpoint_dir: Path | None, g: dict, scales: int):
-        """What every GAN backend trains with: a PatchGAN discriminator (seeded after the
-        generator), an Adam per net (lr_g / lr_d: TTUR when they differ), the generator's EMA and
-        the checkpoint of all of them."""
-        self.check_classes(data)
-        torch.manual_seed(self.cfg["seed"] + 1)
-        disc = PatchDiscriminator(num_classes=data.num_classes, channels=g["d_channels"],
-                                  layers=g["d_layers"], scales=scales)
-        betas = tuple(g["betas"])
-        opt_g = torch.optim.Adam(self.net.parameters(), lr=g["lr_g"], betas=betas)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=g["lr_d"], betas=betas)
-        ema = EMAModel(self.net.parameters(), decay=g["ema_decay"], use_ema_warmup=True)
-        ckpt = Checkpoint(checkpoint_dir, self.backend, fingerprint(self.cfg, self.backend, data),
-                          enabled=self.cfg.get("resume", True))
-        state = {"generator": self.net, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d, "ema": ema}
-        return disc, opt_g, opt_d, ema, ckpt, state
-
-    def check_classes(self, data: TrainData) -> None:
-        if data.num_classes != self.net.config.num_classes:
-            raise UserError(f"training data has {data.num_classes} classes but the generator "
-                            f"{self.net.config.num_classes}; check labels.space")
-
-    @torch.no_grad()
-    def sample(self, layouts: np.ndarray, conditions: Sequence[Condition], seeds: Sequence[int],
-               prompts: Sequence[str] | None = None, batch_size: int = 16, **_sampler) -> np.ndarray:
-        self.net.eval()
-        out = []
-        for i in range(0, len(layouts), batch_size):
-            seg = one_hot(torch.from_numpy(np.asarray(layouts[i:i + batch_size])), self.net.config.num_classes)
-            weather, time = condition_ids(conditions[i:i + batch_size])
-            z = seeded_normal(seeds[i:i + batch_size], (self.net.config.z_dim,))
-            out.append(to_uint8(self.net(seg, weather, time, z)))
-        return np.concatenate(out)
-
-    def save(self, path: Path) -> None:
-        self.net.save_pretrained(Path(path) / "generator")
-        write_manifest(Path(path), self.backend, label_space=self.label_space,
-                       trained_steps=self.trained_steps, height=self.size[0], width=self.size[1])
-
-    @classmethod
-    def load(cls, path: Path, manifest: dict) -> "SpadeGAN":
-        net = cls.NET.from_pretrained(Path(path) / "generator")
-        return cls(net.eval(), manifest["label_space"], (manifest["height"], manifest["width"]),
-                   trained_steps=manifest["trained_steps"])
-
-
-def _num_classes(name: str) -> int:
-    return label_space(name).num_classes
+            train_loop(self, data, checkpoint_dir, objects, step_fn, dist, on_step, on_eval)
 
 
 GENERATOR = SpadeGAN

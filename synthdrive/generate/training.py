@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 import torch
 import torch.distributed as torch_dist
+from diffusers.training_utils import EMAModel
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -120,6 +121,12 @@ def seeded_normal(seeds, shape: tuple[int, ...]) -> torch.Tensor:
                         for s in seeds])
 
 
+def step_normal(rng: np.random.Generator, batch_size: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Training noise: ``seeded_normal`` with one seed per item drawn from the step's stream, so a
+    resumed run replays it."""
+    return seeded_normal(rng.integers(0, 2**62, batch_size), shape)
+
+
 class Distributed:
     """This process's place in a torchrun launch; with one process (no WORLD_SIZE) every method
     is the identity, so single-process training is bit-for-bit what it was.
@@ -205,28 +212,43 @@ def distributed(device: torch.device | None = None) -> Iterator[Distributed]:
             torch_dist.destroy_process_group()
 
 
-def train_loop(generator, ema, state: dict[str, Stateful], ckpt: Checkpoint, iterations: int, cfg: dict,
-               step_fn: Callable[[int], dict], on_step=None, on_eval=None, dist: Distributed | None = None,
+def train_loop(generator, data: TrainData, checkpoint_dir: Path | None, objects: dict[str, Stateful],
+               step_fn: Callable[..., dict], dist: Distributed, on_step=None, on_eval=None,
                net: torch.nn.Module | None = None) -> None:
-    """The loop every in-project backend shares: resume, ``step_fn(step) -> losses`` (the
-    backend's update for that step), EMA of ``net`` (default ``generator.net``), checkpoints and
-    the evaluation callback on the EMA weights at the cadence in ``cfg``; ends with the EMA
-    weights in ``net`` and ``generator.train_seconds`` = optimisation time over every session that
-    trained this checkpoint (the callbacks' time excluded), so a resumed run reports the whole
-    training's cost. With ``dist`` over several processes, losses are averaged over the ranks,
-    only rank 0 checkpoints and calls back, and ``generator.rank_max_difference`` records
+    """The loop every in-project backend shares, with the setup that goes with it: the EMA of
+    ``net`` (default ``generator.net``: the net that samples), the checkpoint of ``objects`` (the
+    backend's nets and optimizers) plus that EMA, and resuming from it. Each step draws the
+    batch from the step's stream and calls ``step_fn(rng, seg, weather, time, image) -> losses``
+    (the backend's update; ``rng`` goes on to its noise), so a batch and its noise are a function
+    of (seed, step, rank) whichever backend trains. Checkpoints and the evaluation callback on
+    the EMA weights follow the cadence in ``generator.cfg``; it ends with the EMA weights in
+    ``net`` and ``generator.train_seconds`` = optimisation time over every session that trained
+    this checkpoint (the callbacks' time excluded), so a resumed run reports the whole training's
+    cost. With ``dist`` over several processes, losses are averaged over the ranks, only rank 0
+    checkpoints and calls back, and ``generator.rank_max_difference`` records
     ``dist.max_difference`` of the trained nets (after the EMA copy)."""
-    dist = dist or Distributed()
+    cfg, backend = generator.cfg, generator.backend
+    own = cfg[backend]
     net = generator.net if net is None else net
+    if data.num_classes != net.config.num_classes:
+        raise UserError(f"training data has {data.num_classes} classes but the generator "
+                        f"{net.config.num_classes}; check labels.space")
+    ema = EMAModel(net.parameters(), decay=own["ema_decay"], use_ema_warmup=True)
+    state = {**objects, "ema": ema}
+    ckpt = Checkpoint(checkpoint_dir, backend, fingerprint(cfg, backend, data), enabled=cfg.get("resume", True))
+    iterations = own["iterations"]
     start, seconds = ckpt.resume(state, iterations)
-    ema.to(next(net.parameters()).device)
+    device = next(net.parameters()).device
+    ema.to(device)
     for obj in state.values():
         if isinstance(obj, torch.nn.Module):
             obj.train()
-    for step in tqdm(range(start, iterations), desc=f"train {generator.backend}", initial=start,
+    for step in tqdm(range(start, iterations), desc=f"train {backend}", initial=start,
                      total=iterations, disable=not dist.is_main):
         started = time.perf_counter()
-        losses = dist.mean(step_fn(step))
+        rng = dist.rng(cfg["seed"], step)
+        batch = (t.to(device) for t in data.draw(rng, own["batch_size"]))
+        losses = dist.mean(step_fn(rng, *batch))
         ema.step(net.parameters())
         seconds += time.perf_counter() - started
         done = step + 1
