@@ -6,17 +6,21 @@ Sweeps are defined in ``experiments/sweeps.yaml``: a ``grid`` of params.yaml key
 lists (every combination is one experiment), optional explicit ``runs`` (one override dict
 each) and ``set`` (overrides shared by every run). Every key must exist in params.yaml. The
 command creates the MLflow store and experiment once (parallel workers on a fresh sqlite store
-corrupt it), queues one ``dvc exp run --queue -S ...`` per run, starts ``dvc queue start -j N``,
-waits, and writes the ``dvc exp show --md`` table of the sweep into experiments/README.md.
-Each queued experiment becomes one MLflow parent run named after it (synthdrive.tracking).
+corrupt it), queues the grid as one ``dvc exp run --queue -S key=a,b ...`` (DVC queues the
+cartesian product itself, named ``NAME-STAMP-1``...) and each explicit run as one more
+``dvc exp run --queue -S ... -S ...``, starts ``dvc queue start -j N``, waits on the experiments'
+states from DVC's experiment API (``tracking.exp_rows``), and writes the
+``dvc exp show --md`` table of the sweep into experiments/README.md. Each queued experiment
+becomes one MLflow parent run named after it (synthdrive.tracking).
 """
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
+import contextlib
+import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -47,18 +51,53 @@ def load_sweep(name: str, file: Path = SWEEPS) -> dict:
     return sweeps[name]
 
 
-def expand(name: str, sweep: dict, file: Path = SWEEPS) -> list[dict]:
-    """The override dict of every experiment of the sweep (grid combinations, then runs)."""
+def queue_commands(name: str, sweep: dict, prefix: str, file: Path = SWEEPS) -> list[list[str]]:
+    """The ``dvc exp run --queue`` arguments of the sweep: the grid as one command whose ``-S
+    key=a,b`` values DVC expands into every combination (named ``PREFIX-1``...), then one command
+    per explicit run (numbered on). A grid of one combination is queued as a plain run."""
     shared = sweep.get("set") or {}
     grid = sweep.get("grid") or {}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise SweepError(f"{file}: sweeps.{name}.grid.{key} must be a non-empty list of values")
-    runs = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else []
-    runs += [dict(r) for r in sweep.get("runs") or []]
-    if not runs:
+    runs = [dict(r) for r in sweep.get("runs") or []]
+    if not grid and not runs:
         raise SweepError(f"{file}: sweeps.{name} has neither grid nor runs; add one")
-    return [{**shared, **r} for r in runs]
+    commands = []
+    if grid and all(len(values) == 1 for values in grid.values()):
+        runs.insert(0, {key: values[0] for key, values in grid.items()})
+    elif grid:
+        fixed = {k: v for k, v in shared.items() if k not in grid}
+        commands.append(["exp", "run", "--queue", "-n", prefix, *set_args(fixed),
+                         *[arg for key, values in grid.items()
+                           for arg in ("-S", f"{key}={','.join(hydra_value(v) for v in values)}")]])
+    first = math.prod(len(values) for values in grid.values()) if commands else 0
+    commands += [["exp", "run", "--queue", "-n", f"{prefix}-{first + i + 1}", *set_args({**shared, **run})]
+                 for i, run in enumerate(runs)]
+    return commands
+
+
+def expand_commands(commands: list[list[str]]) -> list[dict]:
+    """The override dict of every experiment the commands queue, as DVC expands them (the same
+    functions ``dvc exp run --queue`` calls) and Hydra parses the values."""
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import get_hydra_sweeps
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    runs = []
+    for command in commands:
+        sets = [command[i + 1] for i, arg in enumerate(command) if arg == "-S"]
+        for combination in get_hydra_sweeps(to_path_overrides(sets)):
+            overrides = [o for per_file in combination.values() for o in per_file]
+            runs.append({o.key_or_group: o.value() for o in parser.parse_overrides(overrides)})
+    return runs
+
+
+def expand(name: str, sweep: dict, file: Path = SWEEPS) -> list[dict]:
+    """The override dict of every experiment of the sweep (grid combinations, then runs), read
+    back from the queue commands the way DVC expands them."""
+    return expand_commands(queue_commands(name, sweep, name, file))
 
 
 def validate(name: str, runs: list[dict], params: params_mod.Params, file: Path = SWEEPS) -> None:
@@ -74,23 +113,53 @@ def validate(name: str, runs: list[dict], params: params_mod.Params, file: Path 
                              f"sweep a single value inside it")
 
 
-def hydra_value(value) -> str:
-    """``value`` in Hydra's override grammar (how DVC parses ``-S``): JSON numbers, lists and
-    double-quoted strings, but dict keys bare (``{match:"x*",split:test}``; quoted keys are refused)."""
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
+def _marked(value):
+    """Strings as Hydra's QuotedString (so "32" stays a string); dict keys stay bare, as Hydra wants."""
+    from hydra.core.override_parser.types import Quote, QuotedString
+
+    if isinstance(value, str):
+        return QuotedString(text=value, quote=Quote.double)
     if isinstance(value, list):
-        return "[" + ",".join(hydra_value(item) for item in value) + "]"
-    return json.dumps(value)
+        return [_marked(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _marked(item) for key, item in value.items()}
+    return value
+
+
+def hydra_value(value) -> str:
+    """``value`` in Hydra's override grammar (how DVC parses ``-S``), written by Hydra's own
+    serializer; a plain word stays bare when Hydra reads it back as the same string."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Transformer
+    from hydra.errors import HydraException
+
+    if isinstance(value, str) and re.fullmatch(r"[\w./-]+", value):
+        with contextlib.suppress(HydraException):  # not valid bare: quote it
+            if OverridesParser.create().parse_override(f"k={value}").value() == value:
+                return value
+    return Transformer.str(_marked(value))
+
+
+def outside_paths_absolute(overrides: dict) -> dict:
+    """Path params (``params_schema.input_paths``) that name a folder outside the repo, made
+    absolute: DVC looks for a dep inside a queued experiment's temp copy of the repo, where
+    ``../shared/data/camvid`` does not exist (paths inside the repo are in the copy too)."""
+    from synthdrive.params_schema import input_paths
+
+    root = params_mod.repo_root().resolve()
+    out = dict(overrides)
+    for key in set(input_paths()) & set(out):
+        if isinstance(out[key], str) and not Path(out[key]).is_absolute():
+            resolved = (root / out[key]).resolve()
+            if not resolved.is_relative_to(root):
+                out[key] = str(resolved)
+    return out
 
 
 def set_args(overrides: dict) -> list[str]:
-    """``-S key=value`` arguments; plain words pass as they are."""
-    args = []
-    for key, value in overrides.items():
-        plain = isinstance(value, str) and re.fullmatch(r"[\w./-]+", value)
-        args += ["-S", f"{key}={value if plain else hydra_value(value)}"]
-    return args
+    """``-S key=value`` arguments (path params outside the repo made absolute)."""
+    return [arg for key, value in outside_paths_absolute(overrides).items()
+            for arg in ("-S", f"{key}={hydra_value(value)}")]
 
 
 def dvc(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
@@ -114,54 +183,57 @@ def warn_untracked() -> None:
               f"experiments (git add them): {', '.join(untracked[:5])}", file=sys.stderr)
 
 
-def queue_status() -> dict[str, str]:
-    """Experiment name -> Queued/Running/Success/Failed, from `dvc queue status`."""
-    status = {}
-    for line in dvc("queue", "status").stdout.splitlines():
-        cols = line.split()
-        if len(cols) >= 4 and cols[-1] in DONE | {"Queued", "Running"}:
-            status[cols[1]] = cols[-1]
-    return status
+def warn_running_workers(root: Path) -> None:
+    """`dvc queue start` keeps workers that already run, and they keep the environment of the
+    command that started them (SYNTHDRIVE_JOBS, MLFLOW_TRACKING_URI): say so."""
+    try:
+        from dvc.repo import Repo
+
+        with Repo.open(str(root)) as repo:
+            running = len(repo.experiments.celery_queue.worker_status())
+    except Exception:  # only a warning: never stop the sweep over it
+        return
+    if running:
+        print(f"sweep: warning: {running} DVC queue workers already run with the environment of an "
+              f"earlier `dvc queue start` (SYNTHDRIVE_JOBS, MLFLOW_TRACKING_URI); `dvc queue stop` "
+              f"them first for this sweep's -j", file=sys.stderr)
 
 
-def wait(names: list[str], poll: float = 5.0) -> dict[str, str]:
-    last = None
+def mine(rows: list[dict], names: list[str]) -> dict[str, dict]:
+    return {r["name"]: r for r in rows if r["typ"] == "experiment" and r["name"] in names}
+
+
+def wait(names: list[str], root: Path, baseline: str, poll: float = 5.0) -> dict[str, str]:
+    """Experiment name -> Success / Failed once none of ``names`` is queued or running, from the
+    experiments' states in DVC (``exp_rows``). A finished experiment whose queue entry is gone
+    counts as Success; one that never appears (after the others ended) as Missing."""
+    last, idle = None, 0
     while True:
-        status = queue_status()
-        mine = {n: status.get(n, "Running") for n in names}
-        summary = ", ".join(f"{s}: {sum(v == s for v in mine.values())}"
-                            for s in ("Queued", "Running", "Success", "Failed"))
+        rows = mine(tracking.exp_rows(root, revs=baseline), names)
+        status = {n: (rows[n]["state"] or "Success") if n in rows else "Missing" for n in names}
+        summary = ", ".join(f"{s}: {sum(v == s for v in status.values())}"
+                            for s in ("Queued", "Running", "Success", "Failed", "Missing"))
         if summary != last:
             print(f"sweep: {summary}", flush=True)
             last = summary
-        if all(s in DONE for s in mine.values()):
-            return mine
+        if all(s in DONE for s in status.values()):
+            return status
+        idle = idle + 1 if all(s in DONE | {"Missing"} for s in status.values()) else 0
+        if idle > 3:
+            return status
         time.sleep(poll)
 
 
-def _flat_keys(data: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k, v in data.items():
-        name = f"{prefix}.{k}" if prefix else str(k)
-        keys += _flat_keys(v, name) if isinstance(v, dict) else [name]
-    return keys
-
-
-def results_table(names: list[str], swept: list[str], metrics: list[str] | None) -> str:
+def results_table(names: list[str], swept: list[str], metrics: list[str] | None, root: Path,
+                  baseline: str) -> str:
     """`dvc exp show --md` restricted to this sweep's rows, its params and the metrics."""
     if metrics is None:  # every metric the sweep's experiments wrote
-        found = set()
-        for baseline in json.loads(dvc("exp", "show", "--json", "--no-pager").stdout or "[]"):
-            for exp in baseline.get("experiments") or []:
-                for rev in exp.get("revs") or []:
-                    if rev.get("name") in names:
-                        for metric_file in ((rev.get("data") or {}).get("metrics") or {}).values():
-                            found.update(_flat_keys(metric_file.get("data") or {}))
-        metrics = sorted(found)
+        metrics = sorted({key.partition(":")[2] for row in mine(tracking.exp_rows(root, revs=baseline), names).values()
+                          for key in row["metrics"]})
     keep = "|".join([r"^(Experiment|Created|State)$"] +
                     [rf"(^|:){re.escape(k)}$" for k in [*swept, *metrics]])
     table = dvc("exp", "show", "--md", "--no-pager", "--hide-workspace", "--hide-queued",
-                "--drop", ".*", "--keep", keep).stdout.splitlines()
+                "--drop", ".*", "--keep", keep, "--rev", baseline).stdout.splitlines()
     rows = table[:2] + [line for line in table[2:]
                         if any(f"[{n}]" in line for n in names) or "──" not in line]
     return "\n".join(rows)
@@ -193,28 +265,35 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     sweep = load_sweep(args.name, args.file)
-    runs = expand(args.name, sweep, args.file)
+    prefix = f"{args.name}-{time.strftime('%m%d-%H%M%S')}"
+    commands = queue_commands(args.name, sweep, prefix, args.file)
+    runs = expand_commands(commands)
     validate(args.name, runs, params_mod.load(), args.file)
-    stamp = time.strftime("%m%d-%H%M%S")
-    names = [f"{args.name}-{stamp}-{i}" for i in range(len(runs))]
-    commands = [["exp", "run", "--queue", "-n", n, *set_args(r)] for n, r in zip(names, runs)]
+    names = [f"{prefix}-{i + 1}" for i in range(len(runs))]
     if args.dry_run:
-        print("\n".join("dvc " + " ".join(c) for c in commands))
+        print("\n".join(shlex.join(["dvc", *c]) for c in commands))
+        print(f"sweep {args.name}: {len(runs)} experiments: {names[0]}"
+              + (f" ... {names[-1]}" if len(names) > 1 else ""), file=sys.stderr)
         return
     warn_untracked()
+    root = Path.cwd()
+    baseline = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                              text=True).stdout.strip() or "HEAD"
     uri = tracking.init_store()
-    # The queue workers inherit this environment. "." first on PYTHONPATH makes each queued
-    # experiment import its own copy of synthdrive (the stage's cwd), not the editable install.
+    # `dvc queue start` starts the workers, and they inherit this environment. "." first on
+    # PYTHONPATH makes each queued experiment import its own copy of synthdrive (the stage's
+    # cwd), not the editable install.
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [".", os.environ.get("PYTHONPATH")]))
     os.environ[JOBS_ENV] = str(args.jobs)  # threads: auto shares the cores among the parallel jobs
     print(f"sweep {args.name}: {len(runs)} experiments, MLflow store {uri}")
     for command in commands:
         dvc(*command)
+    warn_running_workers(root)
     dvc("queue", "start", "-j", str(args.jobs))
-    status = wait(names)
+    status = wait(names, root, baseline)
     swept = sorted({k for r in runs for k in r})
-    table = results_table(names, swept, sweep.get("metrics"))
+    table = results_table(names, swept, sweep.get("metrics"), root, baseline)
     write_results(args.name, sweep, table, status)
     print(table)
     print(f"sweep {args.name}: results in {RESULTS}; compare the parent runs in MLflow "

@@ -2,9 +2,13 @@
 
 The store is sqlite at an absolute path under the repo root (``mlflow.db``; a relative path
 inside a queued experiment would land in DVC's temp folder and be deleted), unless
-MLFLOW_TRACKING_URI is set. Stages of one ``dvc repro`` / ``dvc exp run`` find their shared
-parent through a key built from the nearest ``dvc`` ancestor process (pid + start time), or
-from SYNTHDRIVE_RUN_KEY. Tracking must never kill a stage: every failure becomes a warning.
+MLFLOW_TRACKING_URI is set. Stages of one ``dvc repro`` / ``dvc exp run`` / queued experiment
+find their shared parent through a key built from the DVC process running them (pid + start time),
+which DVC records itself in ``.dvc/tmp/rwlock`` while a stage runs, or from SYNTHDRIVE_RUN_KEY.
+Tracking must never kill a stage: every failure becomes a warning.
+
+``exp_rows`` is the one reader of DVC's experiments table (``dvc exp show``) for the sweep runner
+and the report.
 
 Every run is tagged with the host, pid namespace, pid and start time of the process that made it;
 each stage first closes as KILLED the runs left RUNNING by processes of this machine that no longer
@@ -14,6 +18,8 @@ are never touched.
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import os
 import subprocess
 import time
@@ -48,24 +54,130 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _flat_files(files: dict | None, bare: str | None = None) -> dict[str, Any]:
+    """{file: {"data": nested}} -> {"file:dotted.key": value}; keys of file ``bare`` unprefixed."""
+    out = {}
+    for file, body in (files or {}).items():
+        prefix = "" if file == bare else f"{file}:"
+        out.update({prefix + k: v for k, v in flatten((body or {}).get("data") or {}).items()})
+    return out
+
+
+def _row(name: str, state: dict, typ: str, executor: dict | None = None) -> dict:
+    data = state.get("data") or {}
+    error = state.get("error")
+    stamp = data.get("timestamp")
+    rev = state.get("rev") or ""
+    return {"name": name, "typ": typ, "rev": "" if rev == "workspace" else rev[:7],
+            "state": (executor or {}).get("state", "").capitalize() or None,
+            "timestamp": stamp.isoformat() if hasattr(stamp, "isoformat") else stamp,
+            "params": _flat_files(data.get("params"), bare="params.yaml"),
+            "metrics": _flat_files(data.get("metrics")),
+            "error": error.get("msg") if isinstance(error, dict) else error}
+
+
+def exp_rows(root: Path, revs: str | list[str] | None = None) -> list[dict]:
+    """``dvc exp show`` as flat rows, read through DVC's Python API (``Repo.experiments.show``,
+    what ``dvc exp show`` and ``dvc.api.exp_show`` both call): the workspace, each baseline commit
+    (``revs``, default HEAD) and its experiments, one row each (the latest revision of an
+    experiment), with
+
+    ``name`` (an experiment's name, a branch name, or ``workspace``), ``typ`` (``baseline`` or
+    ``experiment``), ``rev`` (7 hex digits), ``state`` (Queued / Running / Success / Failed for
+    queued experiments, else None), ``timestamp`` (ISO), ``params`` ({dotted key: value};
+    ``file:key`` outside params.yaml), ``metrics`` ({``metrics/file.json:dotted.key``: value}) and
+    ``error``.
+
+    Not ``dvc.api.exp_show``: its rows turn every value into a float or a string (an int 6 comes
+    back 6.0, a list as its Python repr) and name a column after its file only when two files share
+    the key, so neither params from metrics nor a metric's file can be told apart there.
+    Raises whatever DVC raises (not a DVC repo, no git, ...)."""
+    from dvc.repo import Repo
+
+    with Repo.open(str(root)) as repo:
+        states = repo.experiments.show(revs=revs, fetch_running=False)
+    rows = []
+    for baseline in (s.dumpd() for s in states):
+        workspace = baseline.get("rev") == "workspace"
+        rows.append(_row("workspace" if workspace else baseline.get("name") or baseline.get("rev", "?"),
+                         baseline, "baseline"))
+        for exp in baseline.get("experiments") or []:
+            for rev in (exp.get("revs") or [])[:1]:  # the latest revision of the experiment
+                rows.append(_row(exp.get("name") or rev.get("name") or rev.get("rev"), rev,
+                                 "experiment", exp.get("executor")))
+    return rows
+
+
+def _stage_repo() -> Path | None:
+    """The DVC repo this stage runs in: the nearest folder above the cwd holding ``.dvc``. Under
+    ``dvc repro`` / ``dvc exp run`` that is DVC_ROOT; in a queued experiment it is the temp copy
+    under ``<DVC_ROOT>/.dvc/tmp/exps/``, while DVC_ROOT names the main repo."""
+    here = Path.cwd().resolve()
+    return next((d for d in (here, *here.parents) if (d / ".dvc").is_dir()), None)
+
+
+def _rwlock_pids(repo: Path) -> list[int]:
+    """The pids in DVC's ``<repo>/.dvc/tmp/rwlock``: while a stage's command runs, the DVC process
+    running it holds read locks on the stage's deps and write locks on its outs there, under its
+    own pid (dvc/rwlock.py, dvc/stage/decorators.py). Writes first; [] when unreadable."""
+    path = repo / ".dvc" / "tmp" / "rwlock"
+    for attempt in range(5):  # DVC rewrites the file in place: a read can catch it half-written
+        try:
+            lock = json.loads(path.read_text())
+            break
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError):
+            time.sleep(0.05 * (attempt + 1))
+    else:
+        return []
+    infos = [*(lock.get("write") or {}).values(), *(i for r in (lock.get("read") or {}).values() for i in r)]
+    return list(dict.fromkeys(int(i["pid"]) for i in infos if isinstance(i, dict) and "pid" in i))
+
+
+def _dvc_process(repo: Path | None):
+    """The DVC process running this stage (a psutil.Process), from DVC's rwlock: the pid there
+    that is an ancestor of this process (two ``dvc repro`` can run stages in one workspace at
+    once), else the one pid there that is alive; None when DVC's record names neither."""
+    import psutil
+
+    roots = list(dict.fromkeys(r for r in (repo, os.environ.get("DVC_ROOT")) if r))
+    pids = [pid for root in roots for pid in _rwlock_pids(Path(root))]
+    ancestors = {p.pid: p for p in psutil.Process().parents()}
+    mine = [ancestors[pid] for pid in pids if pid in ancestors]
+    if mine:
+        return mine[0]
+    alive = [pid for pid in dict.fromkeys(pids) if psutil.pid_exists(pid)]
+    if len(alive) == 1:
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(alive[0])
+    return None
+
+
 def _pipeline_key() -> tuple[str, str]:
-    """(key shared by the stages of one execution, kind of execution)."""
+    """(key shared by the stages of one execution, kind of execution: repro / exp run / queued /
+    manual). Under DVC (DVC_STAGE set) the key is the DVC process's pid and start time, found in
+    DVC's own lock record (``_dvc_process``), plus DVC_EXP_NAME; SYNTHDRIVE_RUN_KEY overrides
+    it. Outside DVC every run is its own "manual" execution, keyed by this process."""
+    import psutil
+
     exp = os.environ.get("DVC_EXP_NAME", "")
     kind = "exp run" if exp else "repro"
     if os.environ.get("SYNTHDRIVE_RUN_KEY"):
         return os.environ["SYNTHDRIVE_RUN_KEY"], kind
-    import psutil
-
+    if os.environ.get("DVC_STAGE"):
+        repo = _stage_repo()
+        runner = _dvc_process(repo)
+        if runner is not None:
+            try:
+                if repo is not None and ".dvc/tmp/exps" in repo.as_posix():
+                    kind = "queued"  # a queue worker's (or --temp) copy of the repo
+                return f"{exp or 'repro'}:{runner.pid}:{runner.create_time():.0f}", kind
+            except psutil.Error:
+                pass
+        warnings.warn(f"stage {os.environ['DVC_STAGE']}: no running DVC process in "
+                      f"{repo or 'the repo'}/.dvc/tmp/rwlock; its MLflow run gets a parent of its own")
     proc = psutil.Process()
-    for parent in proc.parents():
-        try:
-            cmd = " ".join(parent.cmdline()[:3])
-            if "dvc" in Path(parent.cmdline()[0]).name or " -m dvc" in cmd or "/dvc " in cmd + " ":
-                if "queue" in cmd or ".dvc/tmp/exps" in os.getcwd():
-                    kind = "queued"
-                return f"{exp or 'repro'}:{parent.pid}:{parent.create_time():.0f}", kind
-        except (psutil.Error, IndexError):
-            continue
     return f"{exp or 'manual'}:{proc.pid}:{proc.create_time():.0f}", "manual"
 
 
@@ -195,10 +307,33 @@ def init_store(root: Path | None = None) -> str:
     return uri
 
 
+_CACHE: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
+
+
+def _cached(kind: str, path: Path, load) -> Any:
+    """``load(path)``, once per process while the file's mtime and size stay the same."""
+    path = path.resolve()
+    st = path.stat()
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _CACHE.get((kind, str(path)))
+    if hit is None or hit[0] != stamp:
+        hit = _CACHE[(kind, str(path))] = (stamp, load(path))
+    return hit[1]
+
+
+def loaded_params():
+    """params.yaml of the working directory (``params.load()``), parsed and checked once per
+    process: every stage_run of a process reads it for its declared params and the parent run."""
+    from synthdrive import params as params_mod
+
+    return _cached("params", Path.cwd() / "params.yaml", lambda p: params_mod.load(file=p))
+
+
 def declared_params(stage: str, dvc_file: str | os.PathLike = "dvc.yaml") -> dict[str, Any]:
     """{key: value} from params.yaml for each key of the ``params:`` list dvc.yaml gives stage
     ``stage`` (``name@item`` -> ``name``): one list decides both what reruns the stage and what
-    its run logs. Empty outside a DVC project or for a stage dvc.yaml does not name."""
+    its run logs. Empty outside a DVC project or for a stage dvc.yaml does not name. Both files
+    are parsed once per process (``_cached``)."""
     import yaml
 
     from synthdrive import params as params_mod
@@ -206,15 +341,16 @@ def declared_params(stage: str, dvc_file: str | os.PathLike = "dvc.yaml") -> dic
     path = Path(dvc_file)
     if not path.is_file():
         return {}
-    stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {})
-    name = stage.split("@")[0]
-    body = stages.get(name) or {}
-    p = params_mod.load()
+    stages = _cached("dvc.yaml", path, lambda p: yaml.safe_load(p.read_text()) or {}).get("stages", {})
+    body = stages.get(stage.split("@")[0]) or {}
+    keys = [key for key in body.get("params", []) if isinstance(key, str)]
+    if not keys:
+        return {}
+    p = loaded_params()
     out = {}
-    for key in body.get("params", []):
-        if isinstance(key, str):
-            value = p[key]
-            out[key] = value.to_dict() if isinstance(value, params_mod.Params) else value
+    for key in keys:
+        value = p[key]
+        out[key] = copy.deepcopy(value.to_dict() if isinstance(value, params_mod.Params) else value)
     return out
 
 
@@ -240,10 +376,8 @@ def _start(tracker: StageRun, stage: str, section_params: dict) -> None:
     if found:
         parent_id = found[0].info.run_id
     else:
-        from synthdrive import params as params_mod
-
         try:
-            all_params = params_mod.load().to_dict()
+            all_params = loaded_params().to_dict()
         except Exception as e:
             all_params = {}
             warnings.warn(f"could not log params.yaml on the parent run: {e}")

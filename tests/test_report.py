@@ -167,6 +167,29 @@ def test_experiments_table_lists_the_experiment_and_the_param_that_differs(rende
     assert "<td>fewer-captions</td>" in table or "<td>workspace</td>" in table
 
 
+def test_experiments_table_from_dvc_rows_keeps_types_files_and_headline_order():
+    """provenance.exp_table over tracking.exp_rows' rows: params that differ (values as JSON),
+    numeric metrics as file.json:key with the headline patterns first."""
+    from synthdrive.report import provenance
+
+    def row(name, typ, params, metrics):
+        return {"name": name, "typ": typ, "rev": "abc1234", "state": None, "timestamp": None,
+                "params": params, "metrics": metrics, "error": None}
+
+    rows = [row("workspace", "baseline", {"a.n": 6, "a.same": "x", "a.l": [0]},
+                {"metrics/eval.json:miou": 0.5, "metrics/fid.json:fid": 30, "metrics/eval.json:tag": "t"}),
+            row("master", "baseline", {"a.n": 6, "a.same": "x", "a.l": [0]},
+                {"metrics/eval.json:miou": 0.5, "metrics/fid.json:fid": 30}),
+            row("e1", "experiment", {"a.n": 3, "a.same": "x", "a.l": [0, 1]},
+                {"metrics/eval.json:miou": 0.6, "metrics/fid.json:fid": 30})]
+    table = provenance.exp_table(rows, 5, ["fid.json:*"])
+    assert table.param_columns == ["a.l", "a.n"] and table.note == ""
+    assert table.metric_columns == ["fid.json:fid", "eval.json:miou"]
+    assert [r["params"]["a.n"] for r in table.rows] == ["6", "6", "3"]
+    assert table.rows[2]["params"]["a.l"] == "[0, 1]" and "eval.json:tag" not in table.rows[0]["metrics"]
+    assert provenance.exp_table(rows[:2], 5, []).note.startswith("no DVC experiments yet")
+
+
 def test_outside_git_missing_outputs_are_explained_not_faked(tmp_path, tracking_store):
     from synthdrive.report import render_report
 

@@ -29,25 +29,52 @@ PARAMS = params_mod.Params({"collect": {"width": 256, "height": 128, "folder": {
 
 
 def test_grid_runs_and_shared_overrides_expand():
-    runs = sweep.expand("s", {"grid": {"collect.width": [32, 48], "collect.height": [8, 16]},
-                              "set": {"labels.space": "camvid11"},
-                              "runs": [{"collect.width": 64}]})
+    """The grid is one `dvc exp run --queue` whose -S key=a,b values DVC expands; each explicit
+    run is one more command. `expand` reads the experiments back the way DVC expands them."""
+    definition = {"grid": {"collect.width": [32, 48], "collect.height": [8, 16]},
+                  "set": {"labels.space": "camvid11"}, "runs": [{"collect.width": 64}]}
+    commands = sweep.queue_commands("s", definition, "s-1")
+    assert commands == [
+        ["exp", "run", "--queue", "-n", "s-1", "-S", "labels.space=camvid11",
+         "-S", "collect.width=32,48", "-S", "collect.height=8,16"],
+        ["exp", "run", "--queue", "-n", "s-1-5", "-S", "labels.space=camvid11", "-S", "collect.width=64"]]
+    runs = sweep.expand("s", definition)
     assert len(runs) == 5 and runs[0] == {"labels.space": "camvid11", "collect.width": 32,
                                           "collect.height": 8}
+    assert runs[1] == {"labels.space": "camvid11", "collect.width": 32, "collect.height": 16}
     assert runs[-1] == {"labels.space": "camvid11", "collect.width": 64}
     assert sweep.set_args({"a.b": 0.25, "c": "x", "d": [1, 2], "e": "a prompt: wet"}) == \
         ["-S", "a.b=0.25", "-S", "c=x", "-S", "d=[1,2]", "-S", 'e="a prompt: wet"']
+    # a grid of one combination is a plain run; list values sweep as lists
+    assert sweep.queue_commands("t", {"grid": {"a": [1], "b": ["x"]}}, "t-1") == \
+        [["exp", "run", "--queue", "-n", "t-1-1", "-S", "a=1", "-S", "b=x"]]
+    assert sweep.expand("u", {"grid": {"segmenter.seeds": [[0], [1, 2]]}}) == \
+        [{"segmenter.seeds": [0]}, {"segmenter.seeds": [1, 2]}]
 
 
 def test_set_args_values_round_trip_through_hydra():
-    """DVC parses -S values with Hydra's grammar: lists of dicts with glob strings must survive."""
+    """DVC parses -S values with Hydra's grammar: lists of dicts with glob strings, strings that
+    look like numbers, quotes, backslashes and non-ASCII text must survive."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     value = [{"match": "train/0001TP_008*", "split": "test"}, {"match": "val/a b", "split": "val"}]
-    overrides = {"collect.folder.resplit": value, "segmenter.seeds": [0, 1, 2], "x": 0.5, "p": "a: b"}
+    overrides = {"collect.folder.resplit": value, "segmenter.seeds": [0, 1, 2], "x": 0.5, "p": "a: b",
+                 "n": "32", "t": "true", "q": 'say "hi" \\ there', "u": "dämmerung", "f": 1e-05, "b": False}
     args = sweep.set_args(overrides)
     parsed = OverridesParser.create().parse_overrides(args[1::2])
     assert {o.key_or_group: o.value() for o in parsed} == overrides
+    grid = {"collect.folder.resplit": [value, []], "n": ["32", "a,b"]}
+    assert sweep.expand("g", {"grid": grid}) == [
+        {"collect.folder.resplit": r, "n": n} for r in (value, []) for n in ("32", "a,b")]
+
+
+def test_path_params_outside_the_repo_are_queued_absolute():
+    """A queued experiment runs in a temp copy of the repo, where DVC would not find the dep
+    ``../shared/data/camvid``: such paths are made absolute; paths inside the repo stay."""
+    args = sweep.set_args({"collect.folder.path": "../shared/data/camvid", "classify.clip.model_dir": "unset",
+                           "collect.width": 32})
+    assert args == ["-S", f"collect.folder.path={(REPO / '../shared/data/camvid').resolve()}",
+                    "-S", "classify.clip.model_dir=unset", "-S", "collect.width=32"]
 
 
 @pytest.mark.parametrize("key,message", [("collect.widht", "does not have"),
@@ -90,6 +117,22 @@ def test_results_block_is_replaced_not_duplicated(tmp_path):
     assert "intro" in text and "failed: b" in text
 
 
+def test_wait_polls_dvc_states_until_none_is_queued_or_running(monkeypatch, capsys):
+    from synthdrive import tracking
+
+    states = iter([{"a": "Queued", "b": "Queued"}, {"a": "Running", "b": "Queued"},
+                   {"a": "Success", "b": "Failed"}])
+    monkeypatch.setattr(tracking, "exp_rows", lambda root, revs=None: [
+        {"name": n, "typ": "experiment", "state": s} for n, s in next(states).items()]
+        + [{"name": "a", "typ": "baseline", "state": None}])
+    assert sweep.wait(["a", "b"], Path("."), "HEAD", poll=0) == {"a": "Success", "b": "Failed"}
+    assert "sweep: Queued: 0, Running: 0, Success: 1, Failed: 1" in capsys.readouterr().out
+    # a finished experiment no longer in the queue counts as Success; one DVC never lists ends the wait
+    monkeypatch.setattr(tracking, "exp_rows", lambda root, revs=None: [
+        {"name": "a", "typ": "experiment", "state": None}])
+    assert sweep.wait(["a", "c"], Path("."), "HEAD", poll=0) == {"a": "Success", "c": "Missing"}
+
+
 def test_dry_run_prints_queue_commands(tmp_path, monkeypatch, capsys):
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "sweeps.yaml").write_text(
@@ -97,13 +140,48 @@ def test_dry_run_prints_queue_commands(tmp_path, monkeypatch, capsys):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS.to_dict()))
     monkeypatch.chdir(tmp_path)
     sweep.main(["w", "--dry-run"])
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all(line.startswith("dvc exp run --queue -n w-") for line in lines)
-    assert lines[0].endswith("-S collect.width=32") and lines[1].endswith("-S collect.width=48")
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dvc exp run --queue -n w-")
+    assert lines[0].endswith("-S collect.width=32,48")
+    assert "2 experiments" in out.err
+
+
+def test_queued_sweep_names_and_params_are_what_dvc_lists(tmp_path):
+    """Queue (not run) a grid + an explicit run in a scratch git + DVC repo: DVC's experiment
+    table (tracking.exp_rows, what `wait` polls) holds exactly the names the sweep waits for,
+    each Queued with its own overrides applied."""
+    from synthdrive import tracking
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump({"a": {"x": 1, "seeds": [0], "s": "w"}}))
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {
+        "cmd": "python -c pass", "params": ["a"]}}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    definition = {"grid": {"a.x": [2, 3], "a.seeds": [[0], [1, 2]]}, "set": {"a.s": "a b: c"},
+                  "runs": [{"a.x": 9}]}
+    commands = sweep.queue_commands("q", definition, "q-1")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "x"], *(["dvc", *c] for c in commands)):
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{cmd}: {proc.stderr[-2000:]}"
+    runs = sweep.expand("q", definition)
+    names = [f"q-1-{i + 1}" for i in range(len(runs))]
+    rows = sweep.mine(tracking.exp_rows(root), names)
+    assert sorted(rows) == sorted(names) and len(names) == 5
+    for name, run in zip(names, runs):
+        assert rows[name]["state"] == "Queued"
+        assert {k: rows[name]["params"][k] for k in run} == run
+    assert rows["q-1-5"]["params"] == {"a.x": 9, "a.seeds": [0], "a.s": "a b: c"}
 
 
 HEADLINE_STAGE = textwrap.dedent('''
     """Test-only stage: the headline numbers of the tiny pipeline, logged on the parent run."""
+    import os
+
     from synthdrive import tracking
     from synthdrive.dataset import Dataset, write_json
     from synthdrive.errors import run_stage
@@ -111,7 +189,8 @@ HEADLINE_STAGE = textwrap.dedent('''
 
     def main():
         data = Dataset("data/raw")
-        headline = {"width": data.image(data.records[0]["id"]).shape[1], "frames": len(data)}
+        headline = {"width": data.image(data.records[0]["id"]).shape[1], "frames": len(data),
+                    "jobs": int(os.environ.get("SYNTHDRIVE_JOBS", "0"))}  # -j reached the stage
         with tracking.stage_run("headline", {}) as run:
             run.log_parent_metrics(headline)
         write_json("metrics/headline.json", headline)
@@ -181,7 +260,7 @@ def test_sweep_runs_two_queued_experiments_in_parallel_and_tracks_both(tmp_path)
         assert parent.data.tags["kind"] == "queued" and parent.data.tags["dvc_exp_name"] == parent.info.run_name
         # The -S override reached the stages: the params on the parent and the headline agree.
         width = int(parent.data.params["collect.width"])
-        assert parent.data.metrics == {"width": width, "frames": 3.0}
+        assert parent.data.metrics == {"width": width, "frames": 3.0, "jobs": 2.0}
         children = client.search_runs([experiment.experiment_id],
                                       f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
         assert sorted(c.data.tags["stage"] for c in children) == ["collect", "headline"]

@@ -1,3 +1,9 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import mlflow
 import pytest
 
@@ -99,3 +105,132 @@ def test_a_stage_run_logs_the_params_dvc_yaml_declares(repo, monkeypatch):
     assert got["evaluate"] == yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]
     assert set(tracking.declared_params("train_segmenter@real_synth-0")) >= {"segmenter.train", "labels"}
     assert tracking.declared_params("not_a_stage") == {}
+
+
+def test_declared_params_parse_params_yaml_once_per_process(repo, tmp_path, monkeypatch):
+    """declared_params (every stage_run) and the parent run share one parse of params.yaml until
+    the file changes."""
+    import shutil
+
+    import yaml
+
+    from synthdrive import params as params_mod
+
+    shutil.copy(repo / "params.yaml", tmp_path)
+    shutil.copy(repo / "dvc.yaml", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    loads = []
+    real_load = params_mod.load
+    monkeypatch.setattr(params_mod, "load", lambda *a, **k: loads.append(k.get("file")) or real_load(*a, **k))
+    first = tracking.declared_params("evaluate")
+    assert tracking.declared_params("train_segmenter@real-0") and tracking.loaded_params()["evaluate"]
+    assert tracking.declared_params("evaluate") == first and len(loads) == 1
+    first["evaluate"]["changed"] = True  # a caller's edit does not reach the cache
+    assert "changed" not in tracking.declared_params("evaluate")["evaluate"]
+
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["evaluate"]["batch_size"] = params["evaluate"].get("batch_size", 1) + 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    got = tracking.declared_params("evaluate")
+    assert len(loads) == 2 and got["evaluate"]["batch_size"] == params["evaluate"]["batch_size"]
+
+
+def _rwlock(root, pids):
+    lock = root / ".dvc" / "tmp" / "rwlock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"write": {f"{root}/out{i}": {"pid": pid, "cmd": "dvc repro"}
+                                          for i, pid in enumerate(pids)}, "read": {}}))
+
+
+def test_the_parent_key_comes_from_the_dvc_process_in_rwlock(tmp_path, monkeypatch):
+    import psutil
+
+    for var in ("SYNTHDRIVE_RUN_KEY", "DVC_EXP_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    me = psutil.Process()
+    assert tracking._pipeline_key() == (f"manual:{me.pid}:{me.create_time():.0f}", "manual")
+
+    monkeypatch.setenv("DVC_STAGE", "a")
+    with pytest.warns(UserWarning, match="no running DVC process"):
+        assert tracking._pipeline_key()[1] == "manual"
+
+    parent = me.parent()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # the ancestor wins over another live DVC process of the same workspace
+        _rwlock(tmp_path, [other.pid, parent.pid])
+        assert tracking._pipeline_key() == (f"repro:{parent.pid}:{parent.create_time():.0f}", "repro")
+        monkeypatch.setenv("DVC_EXP_NAME", "exp-1")
+        assert tracking._pipeline_key() == (f"exp-1:{parent.pid}:{parent.create_time():.0f}", "exp run")
+        # no ancestor there: the one live pid, never a dead one
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        _rwlock(tmp_path, [other.pid, dead.pid])
+        assert tracking._pipeline_key()[0].startswith(f"exp-1:{other.pid}:")
+        # a queued experiment's stage runs in a temp copy with its own rwlock; DVC_ROOT names the repo
+        copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"
+        (copy / "sub").mkdir(parents=True)
+        _rwlock(copy, [parent.pid])
+        _rwlock(tmp_path, [])
+        monkeypatch.chdir(copy / "sub")
+        assert tracking._pipeline_key() == (f"exp-1:{parent.pid}:{parent.create_time():.0f}", "queued")
+        monkeypatch.setenv("SYNTHDRIVE_RUN_KEY", "given")
+        assert tracking._pipeline_key() == ("given", "exp run")
+    finally:
+        other.kill()
+        other.wait()
+
+
+KEY_STAGE = """
+import json, sys
+from synthdrive import tracking
+key, kind = tracking._pipeline_key()
+json.dump({"key": key, "kind": kind}, open(sys.argv[1], "w"))
+"""
+
+
+def test_stages_of_one_dvc_run_share_a_key_and_each_run_has_its_own(tmp_path):
+    """A real `dvc repro` (twice) and `dvc exp run` of a two-stage pipeline: both stages of one
+    run find the same DVC process in DVC's rwlock; the next run is another process."""
+    import shutil
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copytree(REPO / "synthdrive", root / "synthdrive", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "key.py").write_text(KEY_STAGE)
+    (root / "params.yaml").write_text("n: 1\n")
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "a": {"cmd": "python key.py a.json", "deps": ["key.py"], "params": ["n"], "outs": ["a.json"]},
+        "b": {"cmd": "python key.py b.json", "deps": ["a.json"], "outs": ["b.json"]}}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SYNTHDRIVE_RUN_KEY"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1",
+               PYTHONPATH=str(root), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+
+    def sh(*cmd):
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{cmd}: {proc.stdout[-1000:]}{proc.stderr[-2000:]}"
+
+    def keys():
+        return [json.loads((root / f).read_text()) for f in ("a.json", "b.json")]
+
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
+        sh(*cmd)
+    sh("dvc", "repro", "-q")
+    first = keys()
+    sh("dvc", "repro", "-q", "--force")
+    second = keys()
+    sh("dvc", "exp", "run", "-q", "-n", "e1", "-S", "n=2")
+    exp = keys()
+    for a, b in (first, second, exp):
+        assert a == b, (a, b)
+    assert first[0]["kind"] == second[0]["kind"] == "repro" and exp[0]["kind"] == "exp run"
+    assert len({first[0]["key"], second[0]["key"], exp[0]["key"]}) == 3
+    assert exp[0]["key"].startswith("e1:") and first[0]["key"].startswith("repro:")

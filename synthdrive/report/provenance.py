@@ -9,13 +9,12 @@ import fnmatch
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from synthdrive.tracking import EXPERIMENT, flatten, tracking_uri
+from synthdrive.tracking import EXPERIMENT, exp_rows, tracking_uri
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess | None:
@@ -64,60 +63,46 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _exp_row(name: str, entry: dict) -> dict:
-    data = entry.get("data") or {}
-    params = {}
-    for file, body in (data.get("params") or {}).items():
-        prefix = "" if file == "params.yaml" else f"{file}:"
-        params.update({prefix + k: _short(v) for k, v in flatten((body or {}).get("data") or {}).items()})
-    metrics = {}
-    for file, body in (data.get("metrics") or {}).items():
-        for key, value in flatten((body or {}).get("data") or {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                metrics[f"{Path(file).name}:{key}"] = value
-    rev = entry.get("rev") or ""
-    return {"name": name, "rev": "" if rev == "workspace" else rev[:7], "timestamp": data.get("timestamp"),
-            "params": params, "metrics": metrics, "error": (entry.get("error") or {}).get("msg")
-            if isinstance(entry.get("error"), dict) else entry.get("error")}
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def parse_exp_show(entries: list[dict], max_metric_columns: int, headline: list[str]) -> Experiments:
-    """Rows of ``dvc exp show --json``. Param columns: those whose value differs between rows.
-    Metric columns: the ``headline`` patterns (fnmatch on ``file:key``) first, then the other
-    metrics that differ, at most ``max_metric_columns``."""
-    rows = []
-    for entry in entries:
-        name = entry.get("name") or entry.get("rev", "?")
-        rows.append(_exp_row(name if entry.get("rev") != "workspace" else "workspace", entry))
-        for exp in entry.get("experiments") or []:
-            for rev in (exp.get("revs") or [])[:1]:  # the latest checkpoint of the experiment
-                rows.append(_exp_row(exp.get("name") or rev.get("name") or rev.get("rev"), rev))
-    if len(rows) <= 1 or not any(e.get("experiments") for e in entries):
+def exp_table(rows: list[dict], max_metric_columns: int, headline: list[str]) -> Experiments:
+    """The report's experiments table from ``exp_rows``. Param columns: those whose value differs
+    between rows. Metric columns (``file.json:key``, numbers only): the ``headline`` patterns
+    (fnmatch) first, then the other metrics that differ, at most ``max_metric_columns``."""
+    table = []
+    for row in rows:
+        metrics = {}
+        for key, value in row["metrics"].items():
+            file, _, name = key.partition(":")
+            if _number(value):
+                metrics[f"{Path(file).name}:{name}"] = value
+        table.append({**row, "params": {k: _short(v) for k, v in row["params"].items()},
+                      "metrics": metrics})
+    if not any(r["typ"] == "experiment" for r in rows):
         note = "no DVC experiments yet: run `dvc exp run -S section.key=value` to add rows"
     else:
         note = ""
 
     def differing(kind: str) -> list[str]:
-        keys = sorted({k for r in rows for k in r[kind]})
-        return [k for k in keys if len({json.dumps(r[kind].get(k), sort_keys=True) for r in rows}) > 1]
+        keys = sorted({k for r in table for k in r[kind]})
+        return [k for k in keys if len({json.dumps(r[kind].get(k), sort_keys=True) for r in table}) > 1]
 
-    present = sorted({k for r in rows for k in r["metrics"]})
+    present = sorted({k for r in table for k in r["metrics"]})
     metric_columns = [k for pattern in headline for k in present if fnmatch.fnmatchcase(k, pattern)]
     metric_columns += [k for k in differing("metrics") if k not in metric_columns]
-    return Experiments(rows, differing("params"), list(dict.fromkeys(metric_columns))[:max_metric_columns], note)
+    return Experiments(table, differing("params"), list(dict.fromkeys(metric_columns))[:max_metric_columns], note)
 
 
 def experiments(root: Path, max_metric_columns: int, headline: list[str]) -> Experiments:
     """The table behind ``dvc exp show``: the workspace, the baseline commit and its experiments."""
-    proc = _run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--no-fetch"], root, timeout=120)
-    if proc is None or proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or ["dvc failed"])[-1] if proc else "dvc not runnable"
-        return Experiments(note=f"`dvc exp show` gave no table here ({reason})")
     try:
-        entries = json.loads(proc.stdout or "[]")
-    except json.JSONDecodeError:
-        return Experiments(note="`dvc exp show --json` printed no JSON")
-    return parse_exp_show(entries, max_metric_columns, headline)
+        rows = exp_rows(root)
+    except Exception as e:  # not a git/DVC repo, or DVC failed: the report still renders
+        reason = " ".join(str(e).split()) or type(e).__name__
+        return Experiments(note=f"`dvc exp show` gave no table here ({reason})")
+    return exp_table(rows, max_metric_columns, headline)
 
 
 @dataclass
