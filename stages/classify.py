@@ -1,7 +1,8 @@
 """classify: every frame of data/raw -> predicted weather and time of day (data/conditions.jsonl),
 with accuracy and confusion matrices where the source knows the truth (metrics/classify.json).
 
-Feature backends (heuristic, effnet) are fit on the train split, so their train numbers are fit,
+Every backend turns each frame into features once (synthdrive.classify.base.Classifier); the ones
+fit on known truth (heuristic, effnet) are fit on the train split, so their train numbers are fit,
 not test, accuracy; "train_cv" holds held-out predictions from cross-validation on that split."""
 import time
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from synthdrive import params, tracking
-from synthdrive.classify import (FACTORS, cross_validate, evaluate, is_feature_backend,
-                                 make_classifier, map_frames, plot_confusions, truth_of)
+from synthdrive.classify import (FACTORS, cross_validate, evaluate, make_classifier, map_frames,
+                                 plot_confusions, truth_of)
 from synthdrive.conditions import USES, resolve
 from synthdrive.dataset import SPLITS, Dataset, atomic_dir, write_json, write_jsonl
 from synthdrive.errors import run_stage
@@ -32,9 +33,8 @@ def main() -> None:
         metrics: dict = {"backend": clf.name, "use": use, "splits": {}}
         batch = int(cfg["batch_size"])
         with atomic_dir(MODELS) as model_dir:
-            features = is_feature_backend(clf)
-            if features:  # features once per frame, for fit, cross-validation and predict
-                x_all = np.stack(map_frames(dataset, dataset.records, clf.features, batch, "features"))
+            # features once per frame, for fit, cross-validation and predict
+            x_all = np.stack(map_frames(dataset, dataset.records, clf.features, batch, "features"))
             if clf.needs_fit:
                 rows = [i for i, r in enumerate(dataset.records)
                         if r["split"] == "train" and any(r.get(f) for f in FACTORS)]
@@ -45,13 +45,8 @@ def main() -> None:
                     metrics["splits"]["train_cv"] = evaluate(train, cross_validate(clf, x, truths, folds))
                 clf.fit_features(x, truths)
                 metrics["fit_frames"] = len(train)
-            if features:
-                clf.save(model_dir)
-            else:
-                write_json(model_dir / "clip.json", {"model_dir": cfg["clip.model_dir"],
-                                                     "prompts": clf.prompts})
-            predictions = (clf.predict_features(x_all) if features else
-                           map_frames(dataset, dataset.records, clf.predict, batch, "classify"))
+            clf.save(model_dir)
+            predictions = clf.predict_features(x_all)
 
         rows = []
         for r, p in zip(dataset.records, predictions):

@@ -59,7 +59,7 @@ def main() -> None:
         result = {"split": cfg["split"], "test_frames": len(test), "rare_conditions": rare, "seeds": seeds,
                   **summary, "runs": {v: {str(s): r for s, r in rs.items()} for v, rs in runs.items()},
                   "fid": {**extractor, "conditions": fid}}
-        write_json(OUT, result)
+        write_json(OUT, result, sort_keys=False)
 
         plots.miou_by_condition(summary, BARS, rare)
         rows = [{"image": raw.image(i), "label": raw.label(i), "caption": f"{i} {conditions[i]}",

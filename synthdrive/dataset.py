@@ -127,12 +127,13 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         tmp.rename(final)
 
 
-def write_json(path: str | os.PathLike, data) -> None:
-    """Write JSON atomically (metrics files are DVC outs too)."""
+def write_json(path: str | os.PathLike, data, sort_keys: bool = True) -> None:
+    """Write JSON atomically (metrics files are DVC outs too); ``sort_keys=False`` keeps an order
+    that means something (eval.json's variants in pipeline order)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
     tmp.replace(path)
 
 

@@ -178,8 +178,34 @@ Mix = MapOf(ConditionName, Weight, min_length=1,
             text="a mapping of conditions to weights > 0, e.g. {clear-day: 0.7, rain-night: 0.3}")
 Device = Annotated[str, Strict(), Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$"),
                    Allowed("auto, cpu, cuda or cuda:N")]
-Path_ = Str(text="a path (a string; relative paths are relative to the repo root)")
 OptionalPath = Nullable(Str(min_length=1), text="null or a path (a non-empty string)")
+
+
+# --- input paths: the data and weights a param names ------------------------------------------
+# dvc.yaml lists each InputPath param as a dep (``${param}``) of the stages that read it, so new or
+# changed files there rerun them (tests/test_dvc_deps.py checks this). DVC refuses a dep that does
+# not exist and cannot leave one out, so such a param always names something: UNSET, the empty
+# git-tracked folder unset/ at the repo root, until it is pointed at real data ('' or null would
+# break every dvc command).
+UNSET = "unset"
+
+
+class DvcDep:
+    """Annotated metadata: the param names a file or folder that dvc.yaml lists as a dep."""
+
+    def __repr__(self) -> str:
+        return "DvcDep()"
+
+
+def InputPath(what: str):
+    return Annotated[str, Strict(), Field(min_length=1), DvcDep(),
+                     Allowed(f"{what} (relative: to the repo root), or '{UNSET}' for none")]
+
+
+def is_unset(value) -> bool:
+    """Whether a path param names nothing yet: UNSET (however written: 'unset', './unset', its
+    absolute path), or from Python callers None or ''."""
+    return value is None or value == "" or resolve_path(value) == resolve_path(UNSET)
 LabelId = Int(ge=0, le=255)
 Channels = ListOf(Count, min_length=1, text="a non-empty list of integers >= 1")
 Betas = ListOf(Float(ge=0, lt=1), min_length=2, max_length=2, text="a list of 2 numbers in [0, 1)")
@@ -228,7 +254,7 @@ class ResplitRule(TypedDict):
 
 @section
 class FolderParams(TypedDict, total=False):
-    path: Str(min_length=1, text="a path to the dataset folder (relative: to the repo root)")
+    path: InputPath("a path to the dataset folder")
     layout: Choice(*FOLDER_LAYOUTS)
     flat_split: Choice(*SPLITS)
     label_space: Choice(*labels.names())
@@ -321,7 +347,7 @@ DiffusionSize = Int(ge=8, multiple_of=8)
 
 @section
 class SignDiffusers(TypedDict, total=False):
-    model_dir: Path_
+    model_dir: InputPath("a local diffusers pipeline folder (model_index.json)")
     prompts: SignPrompts
     steps: Count
     guidance: NonNegative
@@ -383,7 +409,7 @@ class ReportParams(TypedDict, total=False):
 
 @section
 class HeuristicParams(TypedDict, total=False):
-    model: Str(text="'' (fit on the train split) or a path to a heuristic.json")
+    model: InputPath("a heuristic.json fit elsewhere (unset: fit on the train split)")
     l2: NonNegative
     iterations: Count
     cv_folds: Natural
@@ -392,7 +418,7 @@ class HeuristicParams(TypedDict, total=False):
 
 @section
 class EffnetParams(TypedDict, total=False):
-    model: Str(text="'' (fit on the train split) or a path to an effnet.json")
+    model: InputPath("an effnet.json fit elsewhere (unset: fit on the train split)")
     variant: Choice(*EFFNET_VARIANTS)
     pretrained: Annotated[bool, Strict(), Allowed("true or false")]
     height: Size
@@ -426,7 +452,7 @@ class ClipWords(TypedDict, total=False):
 
 @section
 class ClipParams(TypedDict, total=False):
-    model_dir: Path_
+    model_dir: InputPath("a local CLIP folder (save_pretrained)")
     device: Device
     batch_size: Count
     prompts: ClipPrompts
@@ -453,7 +479,7 @@ class TemplateParams(TypedDict, total=False):
 
 @section
 class LlavaParams(TypedDict, total=False):
-    model_dir: Path_
+    model_dir: InputPath("a local LLaVA folder (save_pretrained)")
     query: Annotated[str, Strict(), AfterValidator(_template("classes")),
                      Allowed("a text with {classes} where the class list goes (and no other {...})")]
     max_new_tokens: Count
@@ -565,7 +591,7 @@ class FilterParams(TypedDict, total=False):
 @section
 class FidParams(TypedDict, total=False):
     features: Choice("efficientnet_lite0", "segmenter", "inception")  # segment.evaluate.FID_FEATURES
-    inception_weights: OptionalPath
+    inception_weights: InputPath("a pt_inception-2015-12-05 weights file")
     height: Size
     width: Size
     max_frames: Int(ge=2)
@@ -657,8 +683,8 @@ class SdmParams(TypedDict, total=False):
 
 @section
 class ControlNetParams(TypedDict, total=False):
-    base_model_dir: Path_
-    controlnet_dir: Path_
+    base_model_dir: InputPath("a local Stable Diffusion pipeline folder (model_index.json)")
+    controlnet_dir: InputPath("a local ControlNet folder (config.json)")
     height: DiffusionSize
     width: DiffusionSize
     device: Device
@@ -888,6 +914,9 @@ def check_paths(data: dict, sections, file: str = "params.yaml") -> None:
     folder = _get(data, "collect.folder.path")
     if wanted("collect.folder.path") and _get(data, "collect.source") == "folder" and folder:
         path = resolve_path(folder)
+        if is_unset(folder):
+            raise ParamError(f"{file}: collect.folder.path={folder!r} names no dataset ({UNSET}/ is the "
+                             f"empty placeholder); point it at the dataset folder, e.g. ../shared/data/camvid")
         if not path.is_dir():
             raise ParamError(f"{file}: collect.folder.path={folder!r} ({path}) is not a folder; "
                              f"point it at the dataset")
@@ -900,9 +929,25 @@ def check_paths(data: dict, sections, file: str = "params.yaml") -> None:
                              f"procedural test set")
     backend = _get(data, "classify.backend", "heuristic")
     model = _get(data, f"classify.{backend}.model") if backend in ("heuristic", "effnet") else None
-    if wanted(f"classify.{backend}.model") and model:
+    if wanted(f"classify.{backend}.model") and not is_unset(model):
         path = resolve_path(model)
         if not path.is_file():
             raise ParamError(f"{file}: classify.{backend}.model={model!r} ({path}) is not a file; point "
-                             f"it at a {backend}.json written by the classify stage, or set it to '' to "
+                             f"it at a {backend}.json written by the classify stage, or set it to {UNSET} to "
                              f"fit on this dataset's train split")
+
+
+def input_paths() -> list[str]:
+    """The dotted names of the InputPath params (the schema's order): what dvc.yaml lists as deps."""
+    found: list[str] = []
+
+    def walk(node, name: str) -> None:
+        fields = _fields(node)
+        if fields is not None:
+            for key, sub in fields.items():
+                walk(sub, f"{name}.{key}" if name else key)
+        elif typing.get_origin(node) is Annotated and any(isinstance(m, DvcDep) for m in node.__metadata__):
+            found.append(name)
+
+    walk(ParamsFile, "")
+    return found

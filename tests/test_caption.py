@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from synthdrive import labels
-from synthdrive.caption import condition_phrase, make_captioner, retarget
-from synthdrive.prompts import mentions
+from synthdrive.caption import make_captioner
+from synthdrive.prompts import condition_phrase, mentions, retarget
 from synthdrive.caption.template import describe
 from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition, all_conditions
 from synthdrive.errors import UserError

@@ -40,8 +40,9 @@ def frames():
 def test_heuristic_tells_conditions_apart_on_unseen_rendered_frames(frames):
     (tr_images, tr_labels, tr_conds), (te_images, te_labels, te_conds) = frames
     clf = HeuristicClassifier(sky_id=SKY)
-    clf.fit(tr_images, truths(tr_conds), tr_labels)
-    result = evaluate([c._asdict() for c in te_conds], clf.predict(te_images, te_labels))
+    clf.fit_features(clf.features(tr_images, tr_labels), truths(tr_conds))
+    result = evaluate([c._asdict() for c in te_conds], 
+                      clf.predict_features(clf.features(te_images, te_labels)))
     assert result["time_of_day"]["accuracy"] >= 0.9, result["time_of_day"]
     assert result["weather"]["accuracy"] >= 0.75, result["weather"]
     assert np.array(result["weather"]["confusion"]).sum() == len(te_conds)
@@ -52,19 +53,21 @@ def test_heuristic_fit_on_shuffled_truth_is_near_chance(frames):
     (tr_images, tr_labels, tr_conds), (te_images, te_labels, te_conds) = frames
     shuffled = [tr_conds[i] for i in np.random.default_rng(0).permutation(len(tr_conds))]
     clf = HeuristicClassifier(sky_id=SKY)
-    clf.fit(tr_images, truths(shuffled), tr_labels)
-    result = evaluate([c._asdict() for c in te_conds], clf.predict(te_images, te_labels))
+    clf.fit_features(clf.features(tr_images, tr_labels), truths(shuffled))
+    result = evaluate([c._asdict() for c in te_conds], 
+                      clf.predict_features(clf.features(te_images, te_labels)))
     assert result["time_of_day"]["accuracy"] < 0.7
 
 
 def test_heuristic_json_round_trip_and_stale_fit(tmp_path, frames):
     (images, labels_, conds), _ = frames
     clf = HeuristicClassifier(sky_id=SKY)
-    clf.fit(images, truths(conds), labels_)
+    clf.fit_features(clf.features(images, labels_), truths(conds))
     path = clf.save(tmp_path)
     loaded = HeuristicClassifier(sky_id=SKY)
     loaded.load(path, "classify.heuristic.model")
-    assert loaded.predict(images[:6], labels_[:6]) == clf.predict(images[:6], labels_[:6])
+    x = clf.features(images[:6], labels_[:6])
+    assert loaded.predict_features(loaded.features(images[:6], labels_[:6])) == clf.predict_features(x)
     model = json.loads(path.read_text())
     model["features"] = model["features"][:-1]
     path.write_text(json.dumps(model))
@@ -77,8 +80,9 @@ def test_heuristic_json_round_trip_and_stale_fit(tmp_path, frames):
 def test_one_known_class_is_predicted_and_unknown_factor_is_none(frames):
     (images, labels_, conds), _ = frames
     clf = HeuristicClassifier(sky_id=SKY)
-    clf.fit(images, {"weather": ["clear"] * len(images), "time_of_day": [None] * len(images)}, labels_)
-    preds = clf.predict(images[:3], labels_[:3])
+    clf.fit_features(clf.features(images, labels_),
+                     {"weather": ["clear"] * len(images), "time_of_day": [None] * len(images)})
+    preds = clf.predict_features(clf.features(images[:3], labels_[:3]))
     assert [p["weather"] for p in preds] == ["clear"] * 3
     assert [p["time_of_day"] for p in preds] == [None] * 3
 
@@ -147,6 +151,26 @@ def test_classify_stage_clip_end_to_end_with_tiny_clip(workdir, monkeypatch, tmp
     assert all(r["condition"] == f"{r['weather']}-{r['time_of_day']}" for r in train)
     metrics = json.loads((workdir.path / "metrics/classify.json").read_text())
     assert set(metrics["splits"]) == {"test"} and metrics["backend"] == "clip"
+    saved = json.loads((workdir.path / "models/classify/clip.json").read_text())
+    assert saved["model_dir"] == str(model) and set(saved["prompts"]) == set(FACTORS)
+
+
+def test_every_backend_implements_the_one_interface():
+    """The stage, the cross-validation, the benchmarks and these tests call features,
+    predict_features and save on every backend, fit_features and clone on those that need a fit;
+    there is no second way in (no fit(images) / predict(images))."""
+    from synthdrive.classify.base import Classifier
+    from synthdrive.classify.clip import ClipClassifier
+    from synthdrive.classify.probe import ProbeClassifier
+
+    for cls in (HeuristicClassifier, ProbeClassifier, ClipClassifier):
+        assert issubclass(cls, Classifier), cls
+        for method in ("features", "predict_features", "save"):
+            assert getattr(cls, method) is not getattr(Classifier, method), (cls, method)
+        assert not hasattr(cls, "fit") and not hasattr(cls, "predict"), cls
+    for cls in (HeuristicClassifier, ProbeClassifier):
+        assert cls.needs_fit and cls.fit_features is not Classifier.fit_features and cls.clone is not Classifier.clone
+    assert not ClipClassifier.needs_fit
 
 
 def test_missing_clip_dir_names_the_param(tmp_path, frames):
@@ -239,7 +263,7 @@ def test_effnet_json_round_trip_and_stale_fit(tmp_path, frames, probe_features):
     assert model["extractor"]["weights"] == "imagenet" and model["extractor"]["layer"] == "head"
     loaded = probe()
     loaded.load(path, "classify.effnet.model")
-    assert loaded.predict(images[:4], labels_[:4]) == clf.predict_features(x_tr[:4])
+    assert loaded.predict_features(loaded.features(images[:4], labels_[:4])) == clf.predict_features(x_tr[:4])
     with pytest.raises(UserError, match="classify.effnet.model"):
         probe(layer="stages").load(path, "classify.effnet.model")  # other features: refit
     with pytest.raises(UserError, match="classify.effnet.model"):

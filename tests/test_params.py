@@ -139,6 +139,14 @@ def test_choice_lists_match_the_modules():
     ("segmenter.model.name", "unet",
      "segmenter.model.name='unet' is unknown; choose one of: fcn, mask2former, segformer"),
     ("segmenter.model.backbone_checkpoint", 5, "segmenter.model.backbone_checkpoint=5 must be null or a path"),
+    # path params that are DVC deps: 'unset' names nothing, '' and null would break every dvc command
+    ("classify.clip.model_dir", "", "classify.clip.model_dir='' must be a local CLIP folder (save_pretrained) "
+                                    "(relative: to the repo root), or 'unset' for none"),
+    ("collect.folder.path", None, "collect.folder.path=None must be a path to the dataset folder"),
+    ("evaluate.fid.inception_weights", None,
+     "evaluate.fid.inception_weights=None must be a pt_inception-2015-12-05 weights file"),
+    ("classify.heuristic.model", "", "classify.heuristic.model='' must be a heuristic.json fit elsewhere "
+                                     "(unset: fit on the train split)"),
     ("segmenter.train.scale_range", [1.0],
      "segmenter.train.scale_range=[1.0] must be a list [low, high] of 2 numbers > 0"),
     ("segmenter.train.photometric_distortion", 1, "photometric_distortion=1 must be true or false"),
@@ -276,6 +284,22 @@ def test_paths_of_the_sections_a_stage_reads_must_exist(tmp_path, monkeypatch):
 def test_folder_path_is_only_needed_for_the_folder_source(tmp_path):
     file = _write(tmp_path, {"collect": {"source": "procedural", "folder": {"path": str(tmp_path / "absent")}}})
     params.load(file=file, paths="collect")
+
+
+def test_unset_path_params_name_nothing(tmp_path, monkeypatch):
+    """'unset' (the placeholder folder unset/, an existing DVC dep) is "no path given", however written."""
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    for value in ("unset", "./unset", str(tmp_path / "unset"), None, ""):
+        assert params_schema.is_unset(value), value
+    for value in ("unset/x", "../unset", str(REPO / "unset") + "2"):
+        assert not params_schema.is_unset(value), value
+    (tmp_path / "unset").mkdir()  # it exists (DVC needs that) but holds no dataset
+    file = _write(tmp_path, {"collect": {"source": "folder"}})
+    assert BASE["collect"]["folder"]["path"] == params_schema.UNSET
+    with pytest.raises(ParamError, match=r"^params\.yaml: collect\.folder\.path='unset' names no dataset \(unset/ "
+                                         r"is the empty placeholder\); point it at the dataset folder"):
+        params.load(file=file, paths="collect")
+    params.load("classify", file=file)  # classify.heuristic.model: unset = fit on the train split
 
 
 # --- stage scripts: one line, exit status 1, no output -----------------------------------------------

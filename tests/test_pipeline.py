@@ -125,6 +125,22 @@ def test_param_change_reruns_only_the_stages_that_read_it(pipeline):
         params_file.write_text(original)
 
 
+def test_a_new_file_in_a_folder_a_param_names_reruns_the_stages_that_read_it(pipeline):
+    """Path params are deps (${param} in dvc.yaml): every one is 'unset' here, the placeholder
+    folder, so a file added there changes exactly the stages that read a path param."""
+    work, _ = pipeline
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    assert "unset" in [d["path"] for d in lock["collect"]["deps"]]
+    extra = work / "unset" / "new.png"
+    extra.write_bytes(b"new frame")
+    try:
+        assert set(_status(work)) == {"collect", "sign_data", "classify", "caption", "train_generator",
+                                      "synthesize", "evaluate"}
+    finally:
+        extra.unlink()
+    assert not _status(work)
+
+
 def _touched(section: dict) -> dict:
     """The section with one scalar value changed."""
     for key, value in section.items():

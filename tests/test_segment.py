@@ -392,8 +392,8 @@ def test_filter_and_evaluate_stages_write_per_condition_metrics(trained, data, w
     workdir.run("evaluate")
     result = json.loads((work / "metrics/eval.json").read_text())
     assert result["rare_conditions"] == ["clear-dusk", "rain-night"]
-    assert set(result["variants"]) == set(VARIANTS)  # write_json sorts keys
-    assert set(result["gains"]) == set(VARIANTS) - {"real"}
+    assert list(result["variants"]) == list(VARIANTS)  # pipeline order, not alphabetical
+    assert list(result["gains"]) == [v for v in VARIANTS if v != "real"]
     for variant in VARIANTS:
         stats = result["variants"][variant]
         assert set(stats["conditions"]) == {"clear-day", "clear-dusk", "rain-night"}
@@ -699,6 +699,20 @@ def test_summary_reports_real_aug_synth_like_every_variant():
     gains = s["gains"]["real_aug_synth"]
     assert set(gains) == {"overall", "rare", "clear-dusk"}
     assert gains["overall"] == {"gain": 4.75, "verdict": "gain"}
+
+
+@pytest.mark.parametrize("run,stage", [
+    ("real-0", "train_segmenter@real-0"), ("real_aug-2", "train_segmenter@real_aug-2"),
+    ("real_synth-0", "train_segmenter_synth@real_synth-0"),
+    ("real_aug_synth-1", "train_segmenter_synth@real_aug_synth-1"),
+    ("out", "train_segmenter (or train_segmenter_synth)")])
+def test_a_missing_run_names_the_stage_that_trains_it(tmp_path, run, stage):
+    """The synthetic variants train in train_segmenter_synth (dvc.yaml), not train_segmenter."""
+    from synthdrive.segment import evaluate as ev
+
+    with pytest.raises(UserError) as e:
+        ev.check_segmenter_dir(tmp_path / run)
+    assert f"run `dvc repro {stage}` first" in one_line(e, tmp_path / run / "model.pth")
 
 
 # --- segmenter.model.backbone: EfficientNet-Lite encoders (synthdrive.segment.backbones) ----------

@@ -1,8 +1,9 @@
 """Captions: a condition-free description of each frame plus its condition phrase.
 
 Backends (``caption.backend``): ``template`` (from the label map, depth and instance counts;
-CPU, milliseconds) and ``llava`` (LLaVA from a local model folder). ``condition_phrase`` and
-``retarget`` are what synthesis prompts use to move a caption to a target condition.
+CPU, milliseconds) and ``llava`` (LLaVA from a local model folder, imported only when chosen).
+Moving a caption to a target condition (what synthesis prompts use) is ``synthdrive.prompts``,
+which the synthesize stage imports without this package.
 """
 from __future__ import annotations
 
@@ -10,15 +11,14 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from synthdrive.prompts import condition_phrase, retarget
 from synthdrive.caption.template import describe
 from synthdrive.conditions import Condition
 from synthdrive.dataset import Dataset, DatasetError
 from synthdrive.labels import IGNORE
 from synthdrive.params import Params
+from synthdrive.prompts import condition_phrase
 
-__all__ = ["BACKENDS", "batches", "caption_text", "classes_by_area", "condition_phrase",
-           "make_captioner", "read_depth", "retarget"]
+__all__ = ["BACKENDS", "batches", "caption_text", "classes_by_area", "make_captioner", "read_depth"]
 BACKENDS = ("template", "llava")
 
 

@@ -1,14 +1,15 @@
 """Condition classification: each frame's (weather, time of day) from its pixels.
 
-A backend has ``name``, ``needs_fit``, optionally ``fit(images, truths, labels)``, and
-``predict(images, labels=None) -> [{"weather", "time_of_day", "scores": {factor: {value: p}}}]``.
-A *feature* backend (one fit on known truth) also has ``features(images, labels) -> array``,
-``fit_features(x, truths)``, ``predict_features(x)``, ``clone()`` (an unfit copy, for
-cross-validation) and ``save(folder)`` (its fit, the stage's model artefact): the stage computes
-the features once per frame and uses them for the fit, the cross-validation and the prediction.
+Every backend has one interface (``synthdrive.classify.base.Classifier``): ``features(images,
+labels) -> array`` (one row per frame), ``predict_features(x) -> [{"weather", "time_of_day",
+"scores": {factor: {value: p}}}]`` and ``save(folder)`` (the stage's model artefact); one fit on
+known truth (``needs_fit``) also ``fit_features(x, truths)`` and ``clone()`` (an unfit copy, for
+cross-validation). The stage computes the features once per frame and uses them for the fit, the
+cross-validation and the prediction.
 Backends (``classify.backend``): ``heuristic`` (image statistics, fit on the train split's known
 conditions; CPU, seconds), ``effnet`` (linear probes on EfficientNet-Lite ImageNet features, fit
-the same way; CPU, ~25 s on the default data) and ``clip`` (zero-shot CLIP from a local model folder).
+the same way; CPU, ~25 s on the default data) and ``clip`` (zero-shot CLIP from a local model
+folder: its features are image embeddings, nothing is fit).
 """
 from __future__ import annotations
 
@@ -18,19 +19,16 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from synthdrive.classify.base import Classifier
 from synthdrive.classify.heuristic import FACTORS, HeuristicClassifier
 from synthdrive.dataset import Dataset
 from synthdrive.params import Params, resolve_path
+from synthdrive.params_schema import is_unset
 
 BACKENDS = ("heuristic", "effnet", "clip")
 
 
-def is_feature_backend(clf) -> bool:
-    """Fit on features computed once per frame (see the module docstring)."""
-    return all(hasattr(clf, a) for a in ("features", "fit_features", "predict_features", "clone", "save"))
-
-
-def make_classifier(cfg: Params, dataset: Dataset):
+def make_classifier(cfg: Params, dataset: Dataset) -> Classifier:
     """The backend named by classify.backend, configured from its params section."""
     backend = cfg.choice("backend", BACKENDS)
     if backend in ("heuristic", "effnet"):
@@ -51,7 +49,7 @@ def make_classifier(cfg: Params, dataset: Dataset):
                                   image_stats=bool(h["image_stats"]),
                                   standardise=h.choice("standardise", ("train", "domain")),
                                   batch_size=int(cfg["batch_size"]), **common)
-        if h["model"]:
+        if not is_unset(h["model"]):
             clf.load(resolve_path(h["model"]), f"classify.{backend}.model")
             clf.needs_fit = False
         return clf

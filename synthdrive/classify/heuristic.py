@@ -17,10 +17,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from synthdrive.classify.base import Classifier
 from synthdrive.classify.features import feature_names, image_features
 from synthdrive.conditions import TIMES_OF_DAY, WEATHERS
 from synthdrive.dataset import write_json
 from synthdrive.errors import UserError
+from synthdrive.params_schema import UNSET
 
 FACTORS = {"weather": WEATHERS, "time_of_day": TIMES_OF_DAY}
 MODEL_FILE = "heuristic.json"
@@ -61,8 +63,9 @@ def _lbfgs(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float,
     return w.detach().numpy(), b.detach().numpy()
 
 
-class HeuristicClassifier:
-    """Image statistics -> (weather, time of day); ``fit`` before ``predict`` or ``load`` a fit.
+class HeuristicClassifier(Classifier):
+    """Image statistics -> (weather, time of day); ``fit_features`` before ``predict_features``,
+    or ``load`` a fit.
 
     Time of day is fit on features standardised over all training frames. Weather is fit on
     features standardised within each time of day (at prediction: the predicted one): weather
@@ -145,9 +148,6 @@ class HeuristicClassifier:
                             f"to a {self.model_file} fit on another dataset, or use classify.backend: clip")
         return self.model
 
-    def fit(self, images, truths, labels=None) -> dict:
-        return self.fit_features(self.features(images, labels), truths)
-
     def _apply(self, factor: str, z: np.ndarray, out: list[dict]) -> None:
         fit = self.model["factors"].get(factor)
         if fit is None:  # never seen in training: no opinion
@@ -164,14 +164,11 @@ class HeuristicClassifier:
 
     def predict_features(self, x: np.ndarray) -> list[dict]:
         if self.model is None:
-            raise RuntimeError(f"{type(self).__name__}.predict before fit or load")
+            raise RuntimeError(f"{type(self).__name__}.predict_features before fit_features or load")
         out = [{"scores": {}} for _ in range(len(x))]
         self._apply("time_of_day", (x - np.array(self.model["mean"])) / np.array(self.model["std"]), out)
         self._apply("weather", self._standardise(x, [o["time_of_day"] for o in out]), out)
         return out
-
-    def predict(self, images, labels=None) -> list[dict]:
-        return self.predict_features(self.features(images, labels))
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / self.model_file
@@ -182,12 +179,12 @@ class HeuristicClassifier:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"params.yaml: {param}={str(path)!r} is not a file; point it at a "
-                            f"{self.model_file} written by the classify stage, or set it to '' to fit "
-                            f"on this dataset's train split")
+                            f"{self.model_file} written by the classify stage, or set it to {UNSET} to "
+                            f"fit on this dataset's train split")
         model = json.loads(path.read_text())
         if model.get("features") != self.feature_names() or any(
                 model.get(k) != v for k, v in self.describe().items()):
             raise UserError(f"{path}: fit with other image features than this code computes "
                             f"({self.describe() or 'the heuristic statistics'}); refit it "
-                            f"(set {param} to '' and rerun classify)")
+                            f"(set {param} to {UNSET} and rerun classify)")
         self.model = model

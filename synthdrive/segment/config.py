@@ -309,7 +309,7 @@ CONFIG_TYPES = frozenset({
 })
 SCOPES = frozenset({"mmseg", "mmdet", "mmengine", "mmcv"})  # default_scope / _scope_ values
 _TUPLE = "__tuple__"
-RETRAIN = "retrain it (dvc repro train_segmenter) to store its config as data"
+RETRAIN = "retrain it (dvc repro -f the train_segmenter* stage that wrote it) to store its config as data"
 
 
 def _encode(value):

@@ -19,9 +19,10 @@ from synthdrive import labels as label_spaces
 from synthdrive.conditions import condition_key
 from synthdrive.errors import UserError
 from synthdrive.params import resolve_path
+from synthdrive.params_schema import UNSET, is_unset
 from synthdrive.segment.config import CONFIG_FILE, LEGACY_CONFIG_FILE, load_config
 from synthdrive.segment.data import SynthDriveDataset
-from synthdrive.segment.train import SAFE_GLOBALS
+from synthdrive.segment.train import SAFE_GLOBALS, SYNTH_VARIANTS, VARIANTS
 from synthdrive.weights import load_tensors, tensor_state_dict
 
 
@@ -32,13 +33,24 @@ class EvaluateError(UserError):
 WEIGHTS_FILE = "model.pth"
 
 
+def train_stage(run_dir: str | Path) -> str:
+    """The dvc.yaml stage that writes a segmenter run folder: ``train_segmenter@real-0`` for
+    models/segmenter/real-0, ``train_segmenter_synth@real_synth-0`` for a variant that trains on
+    filter_synthetic's frames (SYNTH_VARIANTS); a folder not named <variant>-<seed> gets both names."""
+    name = Path(run_dir).name
+    variant, _, seed = name.rpartition("-")
+    if variant not in VARIANTS or not seed.isdigit():
+        return "train_segmenter (or train_segmenter_synth)"
+    return f"{'train_segmenter_synth' if variant in SYNTH_VARIANTS else 'train_segmenter'}@{name}"
+
+
 def check_segmenter_dir(run_dir: str | Path) -> Path:
     """A train_segmenter output folder with its weights and a config (cheap: nothing is read)."""
     run_dir = Path(run_dir)
     configs = [run_dir / name for name in (CONFIG_FILE, LEGACY_CONFIG_FILE)]
     for path in ([run_dir / WEIGHTS_FILE] + ([] if any(c.is_file() for c in configs) else configs[:1])):
         if not path.is_file():
-            raise EvaluateError(f"{path}: missing; run `dvc repro train_segmenter` first")
+            raise EvaluateError(f"{path}: missing; run `dvc repro {train_stage(run_dir)}` first")
     return run_dir
 
 
@@ -55,9 +67,11 @@ def load_segmenter(run_dir: str | Path):
     cfg = load_config(run_dir)
     weights = run_dir / WEIGHTS_FILE
     checkpoint = load_tensors(weights, None, allow=SAFE_GLOBALS, error=EvaluateError,
-                              fix="retrain it (dvc repro train_segmenter); synthdrive never unpickles code")
+                              fix=f"retrain it (dvc repro {train_stage(run_dir)}); synthdrive never "
+                                  f"unpickles code")
     if not isinstance(checkpoint.get("state_dict", checkpoint), Mapping):
-        raise EvaluateError(f"{weights}: no state_dict of tensors; retrain it (dvc repro train_segmenter)")
+        raise EvaluateError(f"{weights}: no state_dict of tensors; retrain it "
+                            f"(dvc repro {train_stage(run_dir)})")
     model = init_model(cfg, None, device="cpu")
     # What mmengine's load_checkpoint does after reading the file (strict=False, "module." prefixes off).
     _load_checkpoint_to_model(model, checkpoint)
@@ -251,17 +265,17 @@ def fid_extractor(features: str, inception_weights: str | Path | None = None,
         raise EvaluateError(f"params.yaml: {FEATURES_PARAM}={features!r} is unknown; choose one of "
                             f"{', '.join(FID_FEATURES)}")
     if features == "inception":
-        if not inception_weights:
+        if is_unset(inception_weights):
             raise EvaluateError(f"params.yaml: {FEATURES_PARAM}=inception needs {INCEPTION_PARAM} "
                                 f"(a local pt_inception-2015-12-05 weights file; never downloaded)")
         return inception_features(inception_weights), {
             "extractor": "inception_v3", "features": "inception-v3",
             "name": "FID on Inception-v3 pool features (torch-fidelity's pt_inception-2015-12-05 "
                     "weights), at evaluate.fid.height x width"}
-    if inception_weights:
+    if not is_unset(inception_weights):
         raise EvaluateError(f"params.yaml: {INCEPTION_PARAM}={str(inception_weights)!r} is set but "
                             f"{FEATURES_PARAM} is {features}; set {FEATURES_PARAM}: inception to "
-                            f"use it, or {INCEPTION_PARAM}: null")
+                            f"use it, or {INCEPTION_PARAM}: {UNSET}")
     if features == "segmenter":
         run = Path(segmenter_dir).name if segmenter_dir is not None else "segmenter"
         return None, {"extractor": "segmenter_backbone", "features": f"segmenter backbone ({run})",
@@ -289,7 +303,7 @@ def inception_features(weights_path: str | Path) -> nn.Module:
     path = resolve_path(weights_path)
     if not path.is_file():
         raise EvaluateError(f"params.yaml: {INCEPTION_PARAM}={str(weights_path)!r} does not "
-                            f"exist; give the pt_inception-2015-12-05 weights file or null")
+                            f"exist; give the pt_inception-2015-12-05 weights file or {UNSET}")
     state = tensor_state_dict(load_tensors(path, INCEPTION_PARAM, error=EvaluateError), path, INCEPTION_PARAM,
                               error=EvaluateError)
     buffer = io.BytesIO()
@@ -302,7 +316,7 @@ def inception_features(weights_path: str | Path) -> nn.Module:
         first = str(e).strip().splitlines()
         raise EvaluateError(f"params.yaml: {INCEPTION_PARAM}={str(weights_path)!r}: not torch-fidelity's "
                             f"Inception-v3 weights ({' '.join(first[1:2] or first[:1])[:200].strip()}); "
-                            f"give the pt_inception-2015-12-05 weights file or null") from None
+                            f"give the pt_inception-2015-12-05 weights file or {UNSET}") from None
 
 
 @torch.no_grad()
