@@ -1,12 +1,12 @@
-"""Helpers of the classify and caption tests: rendered datasets of known condition, stage runs
-in this process, and tiny random-weight CLIP and LLaVA checkpoints built locally (no hub).
+"""Helpers of the classify and caption tests: rendered datasets of known condition and tiny
+random-weight CLIP and LLaVA checkpoints built locally (no hub). Stages run in this process with
+``workdir.run(stage, overrides, in_process=True)`` (tests/conftest.py).
 
 Tokenizers are byte-level BPE with no merges (one token per byte): a real tokenizer class
 with a vocabulary small enough to write out here.
 """
 from __future__ import annotations
 
-import runpy
 from pathlib import Path
 
 import numpy as np
@@ -105,16 +105,3 @@ def write_rendered_dataset(root: Path, per_split: dict[str, int], size=(64, 128)
                       np.clip(f.depth * 1000, 0, 65535).astype(np.uint16))
                 n += 1
     return Dataset(root)
-
-
-def run_stage_here(workdir, monkeypatch, stage: str, overrides: dict | None = None) -> None:
-    """Run stages/<stage>.py's main() in the workdir copy, in this process.
-
-    In-process rather than workdir.run's subprocess: a fresh interpreter re-imports torch,
-    transformers and mlflow for every run, which costs more than the stage itself here.
-    """
-    if overrides:
-        workdir.set_params(overrides)
-    monkeypatch.chdir(workdir.path)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    runpy.run_path(str(workdir.path / "stages" / f"{stage}.py"), run_name=f"stage_{stage}")["main"]()

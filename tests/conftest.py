@@ -1,13 +1,29 @@
-"""Shared fixtures: the repo root, the real data folders (skipped when absent), tiny datasets."""
+"""Shared fixtures, one per kind of scratch setup: the stage-run workdir (`workdir`, the one
+stage runner, in a subprocess or in this process), scratch git + DVC repos (`dvc_repo`; and
+`tiny_pipeline`, the whole pipeline reproduced once per session), the tiny dataset builder
+(`tiny_dataset`; the generator tests' `raw` / `train_data` are built with it; `real_sets` are
+street images of the same drawing), plus the repo root, the real data folders (skipped when
+absent) and an isolated MLflow store. Implementations and plain helpers: tests/helpers.py."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import (  # noqa: F401  (re-exported: tests.conftest's names of before)
+    GEN_SIZE,
+    REPO,
+    ScratchRepo,
+    Workdir,
+    deep_update,
+    make_dataset,
+    make_folder_dataset,
+    one_line,
+    street_frames,
+    truth,
+)
+
 SHARED_DATA = Path(os.environ.get("SYNTHDRIVE_SHARED_DATA", REPO.parent / "shared" / "data"))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -42,72 +58,60 @@ def tracking_store(tmp_path, monkeypatch) -> str:
     return uri
 
 
-def make_folder_dataset(root: Path, n: int = 3, size=(24, 32), num_classes: int = 11, seed: int = 0):
-    """A tiny images/ + labels/ folder in CamVid's split layout (train split)."""
-    from PIL import Image
+# --- scratch copies of the repo --------------------------------------------------------------------
 
-    rng = np.random.default_rng(seed)
-    for sub in ("images", "labels"):
-        (root / "train" / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        name = f"{'0001TP' if i == 0 else '0016E5'}_{i:05d}.png"
-        Image.fromarray(rng.integers(0, 255, (*size, 3), np.uint8)).save(root / "train" / "images" / name)
-        Image.fromarray(rng.integers(0, num_classes, size, np.uint8)).save(root / "train" / "labels" / name)
-    return root
-
-
-def deep_update(base: dict, overrides: dict) -> dict:
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
+@pytest.fixture
+def workdir(tmp_path, tracking_store, monkeypatch) -> Workdir:
+    """A scratch copy of the pipeline (params.yaml, dvc.yaml, stages/) to run stage scripts in:
+    ``workdir.run(stage, overrides)`` in a subprocess, ``in_process=True`` in this one
+    (tests.helpers.Workdir)."""
+    return Workdir(tmp_path / "work", monkeypatch, tracking_store)
 
 
 @pytest.fixture
-def workdir(tmp_path, tracking_store):
-    """A scratch copy of the pipeline (params.yaml, dvc.yaml, stages/) to run stage scripts in.
+def dvc_repo(tmp_path):
+    """Makes scratch repos: ``dvc_repo(root=tmp_path / "repo", copy=..., files=..., params=...)``
+    (tests.helpers.ScratchRepo), then ``.init(...)`` for git / DVC, ``.dvc(...)``, ``.sh(...)``."""
+    def make(root: Path | None = None, **kwargs) -> ScratchRepo:
+        return ScratchRepo(root or tmp_path / "repo", **kwargs)
 
-    ``workdir.run("collect", {"collect": {...}})`` patches params.yaml and runs the stage script;
-    it returns the CompletedProcess (stdout/stderr captured).
-    """
-    import shutil
-    import subprocess
-    import sys
-
-    import yaml
-
-    work = tmp_path / "work"
-    work.mkdir()
-    shutil.copy(REPO / "params.yaml", work)
-    shutil.copy(REPO / "dvc.yaml", work)
-    shutil.copytree(REPO / "stages", work / "stages")
-
-    class Work:
-        path = work
-
-        def set_params(self, overrides: dict) -> None:
-            params = yaml.safe_load((work / "params.yaml").read_text())
-            (work / "params.yaml").write_text(yaml.safe_dump(deep_update(params, overrides)))
-
-        def run(self, stage: str, overrides: dict | None = None, check: bool = True):
-            if overrides:
-                self.set_params(overrides)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
-            proc = subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=work, env=env,
-                                  capture_output=True, text=True, timeout=600)
-            if check and proc.returncode != 0:
-                raise AssertionError(f"stage {stage} failed:\n{proc.stderr[-3000:]}")
-            return proc
-
-    return Work()
+    return make
 
 
-def one_line(excinfo, *names) -> str:
-    """The message of a pytest.raises ``excinfo``, checked to be one line naming ``names``."""
-    text = str(excinfo.value)
-    assert "\n" not in text, text
-    for name in names:
-        assert str(name) in text, f"{name} not named in: {text}"
-    return text
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> tuple[ScratchRepo, object]:
+    """`dvc repro` of the whole pipeline at tiny size (tests/tiny_params.yaml) in a scratch git
+    copy of the repo, once per session: (the repo, the first repro's CompletedProcess). Tests
+    that change it put it back."""
+    pipeline = ScratchRepo(tmp_path_factory.mktemp("pipeline") / "repo", copy="all", tiny=True)
+    pipeline.init(dvc=False)  # the copy has the repo's .dvc/
+    return pipeline, pipeline.dvc("repro")
+
+
+# --- tiny datasets ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    """The tiny dataset builder: ``tiny_dataset(root, counts, conditions, size=..., ...)`` writes
+    street-like camvid11 frames and returns the Dataset (tests.helpers.make_dataset);
+    ``conditions_file=True`` also writes conditions.jsonl beside it, as classify would."""
+    return make_dataset
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory, tiny_dataset):
+    """The generator and synthesis tests' dataset: 24 train / 6 val frames at GEN_SIZE."""
+    return tiny_dataset(tmp_path_factory.mktemp("raw") / "raw")
+
+
+@pytest.fixture(scope="module")
+def train_data(raw):
+    from synthdrive.generate.data import load_split
+
+    return load_split(raw, "train", *GEN_SIZE, truth(raw))
+
+
+@pytest.fixture(scope="module")
+def real_sets():
+    """Two sets of 24 day-time street images (other seeds: other frames)."""
+    return street_frames(24, 0), street_frames(24, 1)

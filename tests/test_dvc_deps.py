@@ -4,9 +4,6 @@ data and weights its path params name (``${param}`` deps: new files there rerun 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ import yaml
 
 from synthdrive import params_schema
 from synthdrive.codehash import closure
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 def _stages():
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -116,20 +113,13 @@ def test_path_param_defaults_exist_in_a_fresh_clone():
     assert params_schema.is_unset(leaves["collect.folder.path"])
 
 
-def test_dvc_fills_path_deps_from_params(tmp_path):
+def test_dvc_fills_path_deps_from_params(dvc_repo, tmp_path):
     """DVC's own reading of dvc.yaml: ${collect.folder.path} becomes the param's value (what
     `dvc exp run -S collect.folder.path=...` writes), the placeholder by default."""
     from dvc.repo import Repo
 
-    work = tmp_path / "repo"
-    work.mkdir()
-    shutil.copy(REPO / "dvc.yaml", work)
-    data = yaml.safe_load((REPO / "params.yaml").read_text())
-    data["collect"]["folder"]["path"] = str(tmp_path / "camvid")
-    data["caption"]["llava"]["model_dir"] = "../llava"
-    (work / "params.yaml").write_text(yaml.safe_dump(data))
-    dvc = str(Path(sys.executable).with_name("dvc"))
-    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=work, check=True, capture_output=True)
+    work = dvc_repo(copy=("dvc.yaml",), params={"collect": {"folder": {"path": str(tmp_path / "camvid")}},
+                                                "caption": {"llava": {"model_dir": "../llava"}}}).init(git=False).path
     with Repo(str(work)) as repo:
         deps = {s.name: [d.def_path for d in s.deps] for s in repo.index.stages}
     assert str(tmp_path / "camvid") in deps["collect"]

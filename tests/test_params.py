@@ -11,7 +11,7 @@ import yaml
 
 from synthdrive import params, params_schema, sweep
 from synthdrive.params import ParamError, Params
-from tests.conftest import REPO, deep_update
+from tests.helpers import REPO, deep_update
 
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())
 

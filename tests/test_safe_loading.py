@@ -4,13 +4,12 @@ the param and the folder, raised before anything expensive and leaving no output
 The planted files are what the issue describes: a pickle whose ``__reduce__`` runs a shell
 command (it writes a marker file; :func:`test_the_planted_pickle_really_runs_code` shows it does
 when unpickled the unsafe way), and model folders with a config but no weights. The segmenter's
-own folders (config as data, weights_only checkpoints) are tested at the end of test_segment.py.
+own folders (config as data, weights_only checkpoints) are tested at the end of
+tests/segment/test_segment.py. The planted pickle is tests.helpers.RunsCode / plant_pickle.
 """
 from __future__ import annotations
 
 import json
-import os
-import shlex
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +18,8 @@ import torch
 
 from synthdrive.errors import UserError
 from synthdrive.params import ParamError
-from tests.condition_helpers import build_tiny_clip, build_tiny_llava, run_stage_here, write_rendered_dataset
-from tests.conftest import one_line
-
-
-class RunsCode:
-    """Unpickling this runs ``touch marker`` in a shell, as the issue's crafted file did."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return os.system, (f"touch {shlex.quote(self.marker)}",)
-
-
-def plant_pickle(path: Path, marker: Path) -> Path:
-    """A torch.save file of tensors plus one object that runs code when unpickled."""
-    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "payload": RunsCode(marker)}, path)
-    return path
+from tests.condition_helpers import build_tiny_clip, build_tiny_llava, write_rendered_dataset
+from tests.helpers import fake_segmenter_runs, gen_params, one_line, plant_pickle
 
 
 def test_the_planted_pickle_really_runs_code(tmp_path):
@@ -130,12 +113,12 @@ def _drop_weights(folder: Path) -> Path:
     return folder
 
 
-def test_clip_folder_without_weights_stops_the_classify_stage_first(workdir, monkeypatch, tmp_path):
+def test_clip_folder_without_weights_stops_the_classify_stage_first(workdir, tmp_path):
     clip = _drop_weights(build_tiny_clip(tmp_path / "clip"))
     write_rendered_dataset(workdir.path / "data" / "raw", {"train": 2, "test": 2})
     with pytest.raises(UserError) as e:
-        run_stage_here(workdir, monkeypatch, "classify",
-                       {"classify": {"backend": "clip", "clip": {"model_dir": str(clip)}}})
+        workdir.run("classify", {"classify": {"backend": "clip", "clip": {"model_dir": str(clip)}}},
+                    in_process=True)
     assert "no weights" in one_line(e, "classify.clip.model_dir", clip)
     assert not (workdir.path / "data" / "conditions.jsonl").exists()
     assert not (workdir.path / "models" / "classify").exists()
@@ -150,15 +133,15 @@ def test_llava_folder_without_weights_names_the_param_and_folder(tmp_path):
     assert "no weights" in one_line(e, "caption.llava.model_dir", llava)
 
 
-def test_controlnet_folders_without_weights_stop_train_generator_before_it_writes(workdir, tmp_path):
-    from tests.test_generate_distributed import _stage_workdir
-
+def test_controlnet_folders_without_weights_stop_train_generator_before_it_writes(workdir, tiny_dataset, tmp_path):
     base = _pipeline_without_unet_weights(tmp_path / "sd")
     controlnet = tmp_path / "controlnet"
     controlnet.mkdir()
     (controlnet / "config.json").write_text("{}")  # the marker file, no weights
-    _stage_workdir(workdir, backend="controlnet", eval_frames=0,
-                   controlnet={"base_model_dir": str(base), "controlnet_dir": str(controlnet), "device": "cpu"})
+    tiny_dataset(workdir.path / "data" / "raw", {"train": 12, "val": 4}, conditions_file=True)
+    cfg = gen_params(backend="controlnet", eval_frames=0,
+                     controlnet={"base_model_dir": str(base), "controlnet_dir": str(controlnet), "device": "cpu"})
+    workdir.set_params({"generator": cfg, "classify": {"use": "auto"}})
     proc = workdir.run("train_generator", check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]
     error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
@@ -217,27 +200,8 @@ def test_inception_weights_from_safetensors(tmp_path, monkeypatch):
     one_line(e, "evaluate.fid.inception_weights", tmp_path / "other.safetensors")
 
 
-def _evaluate_workdir(workdir) -> None:
-    """data/raw + conditions and a folder per segmenter run whose files exist but are not models:
-    evaluating any of them would fail, so an error about anything else came first."""
-    from synthdrive.dataset import Dataset
-    from tests.test_segment import REAL_CONDITIONS, make_dataset
-
-    raw = make_dataset(workdir.path / "data" / "raw", {"train": 4, "test": 4}, REAL_CONDITIONS)
-    (workdir.path / "data" / "conditions.jsonl").write_text("".join(
-        json.dumps({"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]}) + "\n"
-        for r in Dataset(raw).records))
-    from synthdrive.segment.train import VARIANTS
-
-    for variant in VARIANTS:  # every folder evaluate reads (real_aug_synth too)
-        run = workdir.path / "models" / "segmenter" / f"{variant}-0"
-        run.mkdir(parents=True)
-        (run / "model.pth").write_bytes(b"not a checkpoint")
-        (run / "config.json").write_text("{}")
-
-
 def test_evaluate_checks_the_inception_weights_before_any_segmenter(workdir, tmp_path):
-    _evaluate_workdir(workdir)
+    fake_segmenter_runs(workdir)
     missing = tmp_path / "missing.pth"
     params = {"segmenter": {"seeds": [0]}, "classify": {"use": "truth"},
               "evaluate": {"threads": 1, "fid": {"inception_weights": str(missing)}}}
@@ -254,7 +218,7 @@ def test_evaluate_checks_the_inception_weights_before_any_segmenter(workdir, tmp
 
 
 def test_evaluate_checks_every_segmenter_folder_first(workdir):
-    _evaluate_workdir(workdir)
+    fake_segmenter_runs(workdir)
     (workdir.path / "models" / "segmenter" / "real_synth-0" / "model.pth").unlink()
     proc = workdir.run("evaluate", {"segmenter": {"seeds": [0]}, "classify": {"use": "truth"},
                                     "evaluate": {"threads": 1}}, check=False)

@@ -2,18 +2,7 @@
 DVC queue (-j 2) whose MLflow parent runs carry their own params and headline metric."""
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import textwrap
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -22,7 +11,7 @@ import yaml
 
 from synthdrive import params as params_mod
 from synthdrive import sweep
-from tests.conftest import REPO, make_folder_dataset
+from tests.helpers import REPO, mlflow_server, rest, tiny_headline_repo
 
 PARAMS = params_mod.Params({"collect": {"width": 256, "height": 128, "folder": {"path": "x"}},
                             "labels": {"space": "camvid11"}})
@@ -147,27 +136,21 @@ def test_dry_run_prints_queue_commands(tmp_path, monkeypatch, capsys):
     assert "2 experiments" in out.err
 
 
-def test_queued_sweep_names_and_params_are_what_dvc_lists(tmp_path):
+def test_queued_sweep_names_and_params_are_what_dvc_lists(dvc_repo):
     """Queue (not run) a grid + an explicit run in a scratch git + DVC repo: DVC's experiment
     table (tracking.exp_rows, what `wait` polls) holds exactly the names the sweep waits for,
     each Queued with its own overrides applied."""
     from synthdrive import tracking
 
-    root = tmp_path / "repo"
-    root.mkdir()
-    (root / "params.yaml").write_text(yaml.safe_dump({"a": {"x": 1, "seeds": [0], "s": "w"}}))
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {
-        "cmd": "python -c pass", "params": ["a"]}}}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     definition = {"grid": {"a.x": [2, 3], "a.seeds": [[0], [1, 2]]}, "set": {"a.s": "a b: c"},
                   "runs": [{"a.x": 9}]}
     commands = sweep.queue_commands("q", definition, "q-1")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "x"], *(["dvc", *c] for c in commands)):
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, f"{cmd}: {proc.stderr[-2000:]}"
+    repo = dvc_repo(files={"params.yaml": yaml.safe_dump({"a": {"x": 1, "seeds": [0], "s": "w"}}),
+                           "dvc.yaml": yaml.safe_dump({"stages": {"s": {"cmd": "python -c pass", "params": ["a"]}}})})
+    repo.init(commit="x")
+    for cmd in commands:
+        repo.dvc(*cmd, timeout=300)
+    root = repo.path
     runs = sweep.expand("q", definition)
     names = [f"q-1-{i + 1}" for i in range(len(runs))]
     rows = sweep.mine(tracking.exp_rows(root), names)
@@ -178,76 +161,13 @@ def test_queued_sweep_names_and_params_are_what_dvc_lists(tmp_path):
     assert rows["q-1-5"]["params"] == {"a.x": 9, "a.seeds": [0], "a.s": "a b: c"}
 
 
-HEADLINE_STAGE = textwrap.dedent('''
-    """Test-only stage: the headline numbers of the tiny pipeline, logged on the parent run."""
-    import os
-
-    from synthdrive import tracking
-    from synthdrive.dataset import Dataset, write_json
-    from synthdrive.errors import run_stage
-
-
-    def main():
-        data = Dataset("data/raw")
-        headline = {"width": data.image(data.records[0]["id"]).shape[1], "frames": len(data),
-                    "jobs": int(os.environ.get("SYNTHDRIVE_JOBS", "0"))}  # -j reached the stage
-        with tracking.stage_run("headline", {}) as run:
-            run.log_parent_metrics(headline)
-        write_json("metrics/headline.json", headline)
-
-
-    if __name__ == "__main__":
-        run_stage(main)
-''')
-TINY_PIPELINE = {"stages": {
-    "collect": {"cmd": "python stages/collect.py",
-                "deps": ["stages/collect.py", "synthdrive", "camvid_tiny"],
-                "params": ["labels", "collect"], "outs": ["data/raw"]},
-    "headline": {"cmd": "python stages/headline.py",
-                 "deps": ["stages/headline.py", "data/raw"],
-                 "metrics": [{"metrics/headline.json": {"cache": False}}]},
-}}
-
-
-def _tiny_repo(root: Path) -> None:
-    """A git + DVC copy of the repo's code with a two-stage pipeline over a 3-frame folder."""
-    shutil.copytree(REPO / "synthdrive", root / "synthdrive",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "stages").mkdir()
-    shutil.copy(REPO / "stages" / "collect.py", root / "stages")
-    (root / "stages" / "headline.py").write_text(HEADLINE_STAGE)
-    make_folder_dataset(root / "camvid_tiny", n=3, size=(24, 32))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["collect"].update(source="folder", height=16, width=24)
-    params["collect"]["folder"].update(path="camvid_tiny", layout="split_dirs")
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / "dvc.yaml").write_text(yaml.safe_dump(TINY_PIPELINE, sort_keys=False))
-    (root / "experiments").mkdir()
-    (root / "experiments" / "sweeps.yaml").write_text(yaml.safe_dump({"sweeps": {"tiny": {
-        "description": "two widths", "grid": {"collect.width": [32, 48]},
-        "metrics": ["width", "frames"]}}}))
-    (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\n__pycache__/\n")
-
-
+# slow: two experiments of a two-stage pipeline; test_queued_sweep_names_and_params_are_what_dvc_lists
+# queues them by default
 @pytest.mark.slow
 def test_sweep_runs_two_queued_experiments_in_parallel_and_tracks_both(tmp_path):
-    root = tmp_path / "repo"
-    root.mkdir()
-    _tiny_repo(root)
-    venv_bin = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DVC_", "MLFLOW_TRACKING_URI", "SYNTHDRIVE_RUN_KEY"))}
-    env.update(PATH=f"{venv_bin}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1",
-               MLFLOW_DISABLE_TELEMETRY="true", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-
-    def sh(*cmd):
-        return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
-
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "tiny pipeline"]):
-        assert sh(*cmd).returncode == 0, cmd
-    proc = sh(sys.executable, "-m", "synthdrive.sweep", "tiny", "-j", "2")
+    repo = tiny_headline_repo(tmp_path / "repo").init(commit="tiny pipeline")
+    root = repo.path
+    proc = repo.sh(sys.executable, "-m", "synthdrive.sweep", "tiny", "-j", "2", check=False, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
@@ -272,7 +192,7 @@ def test_sweep_runs_two_queued_experiments_in_parallel_and_tracks_both(tmp_path)
     assert len(table_rows) == 2 and any("| 48 " in row for row in table_rows), readme
 
     # What the MLflow UI shows: the REST API of `mlflow server` over the same store.
-    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", env) as url:
+    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", repo.env) as url:
         experiment_id = rest(url, "experiments/get-by-name", {"experiment_name": "synthdrive"},
                              get=True)["experiment"]["experiment_id"]
         found = rest(url, "runs/search", {"experiment_ids": [experiment_id],
@@ -282,51 +202,3 @@ def test_sweep_runs_two_queued_experiments_in_parallel_and_tracks_both(tmp_path)
         metrics = {m["key"]: m["value"] for m in r["data"]["metrics"]}
         params = {p["key"]: p["value"] for p in r["data"]["params"]}
         assert metrics["width"] == float(params["collect.width"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def mlflow_server(store: str, env: dict, start_timeout: float = 180.0):
-    """`mlflow server` on a free localhost port; yields its base URL and stops it afterwards."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server",
-                               "--backend-store-uri", store, "--host", "127.0.0.1", "--port",
-                               str(port), "--workers", "1"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)  # its own group: stop its workers too
-    try:
-        deadline = time.monotonic() + start_timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, "mlflow server exited"
-                assert time.monotonic() < deadline, "mlflow server did not answer /health"
-                time.sleep(1)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-
-def rest(url: str, endpoint: str, body: dict, get: bool = False) -> dict:
-    if get:
-        request = urllib.request.Request(f"{url}/api/2.0/mlflow/{endpoint}?"
-                                         + urllib.parse.urlencode(body))
-    else:
-        request = urllib.request.Request(f"{url}/api/2.0/mlflow/{endpoint}",
-                                         data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())

@@ -1,8 +1,6 @@
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -192,37 +190,24 @@ json.dump({"key": key, "kind": kind}, open(sys.argv[1], "w"))
 """
 
 
-def test_stages_of_one_dvc_run_share_a_key_and_each_run_has_its_own(tmp_path):
+def test_stages_of_one_dvc_run_share_a_key_and_each_run_has_its_own(dvc_repo, tmp_path):
     """A real `dvc repro` (twice) and `dvc exp run` of a two-stage pipeline: both stages of one
     run find the same DVC process in DVC's rwlock; the next run is another process."""
-    import shutil
-
     import yaml
 
-    from tests.conftest import REPO
-
     root = tmp_path / "repo"
-    root.mkdir()
-    shutil.copytree(REPO / "synthdrive", root / "synthdrive", ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "key.py").write_text(KEY_STAGE)
-    (root / "params.yaml").write_text("n: 1\n")
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        "a": {"cmd": "python key.py a.json", "deps": ["key.py"], "params": ["n"], "outs": ["a.json"]},
-        "b": {"cmd": "python key.py b.json", "deps": ["a.json"], "outs": ["b.json"]}}}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SYNTHDRIVE_RUN_KEY"))}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1",
-               PYTHONPATH=str(root), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    repo = dvc_repo(root, copy=("synthdrive",), env={"PYTHONPATH": str(root)}, files={
+        "key.py": KEY_STAGE, "params.yaml": "n: 1\n", "dvc.yaml": yaml.safe_dump({"stages": {
+            "a": {"cmd": "python key.py a.json", "deps": ["key.py"], "params": ["n"], "outs": ["a.json"]},
+            "b": {"cmd": "python key.py b.json", "deps": ["a.json"], "outs": ["b.json"]}}})})
 
     def sh(*cmd):
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, f"{cmd}: {proc.stdout[-1000:]}{proc.stderr[-2000:]}"
+        repo.sh(*cmd, timeout=300)
 
     def keys():
         return [json.loads((root / f).read_text()) for f in ("a.json", "b.json")]
 
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
-        sh(*cmd)
+    repo.init(commit="x")
     sh("dvc", "repro", "-q")
     first = keys()
     sh("dvc", "repro", "-q", "--force")

@@ -1,5 +1,6 @@
-"""The caption stage: condition phrases and retargeting, template descriptions from label maps,
-and the template and LLaVA (tiny random model) backends end to end through the stage."""
+"""The caption stage: template descriptions from label maps, and the template and LLaVA (tiny
+random model) backends end to end through the stage. The condition phrases and retargeting the
+captions use (synthdrive.prompts) are tested in tests/test_prompts.py."""
 from __future__ import annotations
 
 import json
@@ -11,56 +12,15 @@ import yaml
 
 from synthdrive import labels
 from synthdrive.caption import make_captioner
-from synthdrive.prompts import condition_phrase, mentions, retarget
+from synthdrive.prompts import condition_phrase, mentions
 from synthdrive.caption.template import describe
-from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition, all_conditions
+from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition
 from synthdrive.errors import UserError
 from synthdrive.params import Params
-from tests.conftest import REPO
-from tests.condition_helpers import build_tiny_llava, run_stage_here, write_rendered_dataset
+from tests.condition_helpers import build_tiny_llava, write_rendered_dataset
+from tests.helpers import REPO
 
 CAMVID = labels.get("camvid11")
-
-
-def test_condition_phrases_are_distinct_and_name_their_condition():
-    phrases = {condition_phrase(c) for c in all_conditions()}
-    assert len(phrases) == 12
-    for c in all_conditions():
-        p = condition_phrase(c)
-        assert mentions(p, "weather", c.weather) and mentions(p, "time_of_day", c.time_of_day)
-        others = [w for w in WEATHERS if w != c.weather]
-        assert not any(mentions(p, "weather", w) for w in others), p
-
-
-@pytest.mark.parametrize("source,target", [(a, b) for a in all_conditions() for b in all_conditions()])
-def test_retarget_template_captions_between_every_pair(source, target):
-    caption = f"A street scene with the road ahead and two cars on the left, {condition_phrase(source)}."
-    out = retarget(caption, source, target)
-    assert out == f"A street scene with the road ahead and two cars on the left, {condition_phrase(target)}."
-
-
-@pytest.mark.parametrize("caption,source,target,expected", [
-    ("A rainy street at night with cars.", Condition("rain", "night"), Condition("fog", "day"),
-     "A foggy street during the day with cars."),
-    ("Heavy rain on a busy road during the day.", Condition("rain", "day"), Condition("clear", "dusk"),
-     "Heavy sunshine on a busy road at dusk."),
-    ("A car parked on a clear road on a sunny day.", Condition("clear", "day"),
-     Condition("cloudy", "night"), "A car parked on a clear road on a cloudy night."),
-    ("Cars wait at a junction.", Condition("clear", "day"), Condition("fog", "night"),
-     "Cars wait at a junction, in fog at night."),
-    ("A misty evening street.", Condition("fog", "dusk"), Condition("rain", "dusk"),
-     "A rainy evening street."),
-])
-def test_retarget_free_text(caption, source, target, expected):
-    assert retarget(caption, source, target) == expected
-
-
-def test_retarget_leaves_no_source_words_and_is_identity_on_same_condition():
-    caption = "A foggy road at night, with fog around the street lights."
-    out = retarget(caption, Condition("fog", "night"), Condition("clear", "day"))
-    assert not mentions(out, "weather", "fog") and not mentions(out, "time_of_day", "night")
-    assert mentions(out, "weather", "clear") and mentions(out, "time_of_day", "day")
-    assert retarget(caption, Condition("fog", "night"), Condition("fog", "night")) == caption
 
 
 def scene_label(h=60, w=90):
@@ -98,11 +58,11 @@ def test_template_uses_depth_for_near_and_far():
     assert "a pedestrian on the right nearby" in text
 
 
-def test_stages_template_captions_follow_the_resolved_condition(workdir, monkeypatch):
+def test_stages_template_captions_follow_the_resolved_condition(workdir):
     write_rendered_dataset(workdir.path / "data" / "raw", {"train": 12, "val": 6},
                            unknown_split="val")
-    run_stage_here(workdir, monkeypatch, "classify", {"classify": {"heuristic": {"cv_folds": 0}}})
-    run_stage_here(workdir, monkeypatch, "caption")
+    workdir.run("classify", {"classify": {"heuristic": {"cv_folds": 0}}}, in_process=True)
+    workdir.run("caption", in_process=True)
     conditions = {r["id"]: r for r in map(json.loads, (workdir.path / "data/conditions.jsonl").open())}
     rows = [json.loads(line) for line in (workdir.path / "data/captions.jsonl").open()]
     assert len(rows) == 18
@@ -118,17 +78,18 @@ def test_stages_template_captions_follow_the_resolved_condition(workdir, monkeyp
     assert metrics["frames"] == 18 and metrics["distinct_descriptions"] > 1
 
 
-def test_caption_stage_llava_end_to_end_with_tiny_llava(workdir, monkeypatch, tmp_path):
+def test_caption_stage_llava_end_to_end_with_tiny_llava(workdir, tmp_path):
     model = build_tiny_llava(tmp_path / "llava")
     write_rendered_dataset(workdir.path / "data" / "raw", {"train": 3})
     (workdir.path / "data/conditions.jsonl").write_text("".join(
         json.dumps({"id": f"train_{i:04d}", "weather": "fog", "time_of_day": "night"}) + "\n"
         for i in range(3)))
     with pytest.warns(UserWarning, match="load_in_4bit"):  # no bitsandbytes/CUDA here: says so
-        run_stage_here(workdir, monkeypatch, "caption", {
+        workdir.run("caption", {
             "classify": {"use": "predicted"},
             "caption": {"backend": "llava", "llava": {"model_dir": str(model), "max_new_tokens": 5,
-                                                       "batch_size": 2, "load_in_4bit": True}}})
+                                                       "batch_size": 2, "load_in_4bit": True}}},
+                    in_process=True)
     rows = [json.loads(line) for line in (workdir.path / "data/captions.jsonl").open()]
     assert [r["condition"] for r in rows] == ["fog-night"] * 3
     assert all(r["backend"] == "llava" and r["caption"].endswith(", in fog at night.") for r in rows)

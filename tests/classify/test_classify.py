@@ -15,8 +15,8 @@ from synthdrive.conditions import Condition, all_conditions, frame_conditions, r
 from synthdrive.errors import UserError
 from synthdrive.params import Params
 from synthdrive.render import render_frame
-from tests.conftest import REPO
-from tests.condition_helpers import build_tiny_clip, run_stage_here, write_rendered_dataset
+from tests.condition_helpers import build_tiny_clip, write_rendered_dataset
+from tests.helpers import REPO
 
 SIZE = (64, 128)
 SKY = labels.get("procedural").index("sky")
@@ -114,10 +114,9 @@ def test_resolve_and_frame_conditions(tmp_path):
         frame_conditions([{"id": "zzz"}], path, "auto")
 
 
-def test_classify_stage_heuristic_end_to_end(workdir, monkeypatch, capsys):
+def test_classify_stage_heuristic_end_to_end(workdir, capsys):
     write_rendered_dataset(workdir.path / "data" / "raw", {"train": 36, "test": 12})
-    run_stage_here(workdir, monkeypatch, "classify",
-                   {"classify": {"use": "auto", "heuristic": {"cv_folds": 2}}})
+    workdir.run("classify", {"classify": {"use": "auto", "heuristic": {"cv_folds": 2}}}, in_process=True)
     rows = [json.loads(line) for line in (workdir.path / "data/conditions.jsonl").read_text().splitlines()]
     assert len(rows) == 48 and {r["use"] for r in rows} == {"auto"}
     assert all(abs(sum(r["scores"]["weather"].values()) - 1) < 1e-3 for r in rows)
@@ -131,13 +130,13 @@ def test_classify_stage_heuristic_end_to_end(workdir, monkeypatch, capsys):
     assert "test.time_of_day_accuracy" in capsys.readouterr().out
 
 
-def test_classify_stage_clip_end_to_end_with_tiny_clip(workdir, monkeypatch, tmp_path):
+def test_classify_stage_clip_end_to_end_with_tiny_clip(workdir, tmp_path):
     model = build_tiny_clip(tmp_path / "clip")
     write_rendered_dataset(workdir.path / "data" / "raw", {"train": 5, "test": 7},
                            unknown_split="train")
-    run_stage_here(workdir, monkeypatch, "classify",
-                   {"classify": {"backend": "clip", "use": "auto",
-                                 "clip": {"model_dir": str(model), "batch_size": 4}}})
+    workdir.run("classify",
+                {"classify": {"backend": "clip", "use": "auto",
+                              "clip": {"model_dir": str(model), "batch_size": 4}}}, in_process=True)
     rows = [json.loads(line) for line in (workdir.path / "data/conditions.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {r["backend"] for r in rows} == {"clip"}
     for r in rows:
@@ -184,12 +183,13 @@ def test_missing_clip_dir_names_the_param(tmp_path, frames):
         make_classifier(Params(params, "classify"), dataset=None)
 
 
+# slow: all of real CamVid; test_classify_stage_heuristic_end_to_end runs the same stage path by default
 @pytest.mark.slow
-def test_camvid_day_dusk_cross_validated(workdir, monkeypatch, camvid):
+def test_camvid_day_dusk_cross_validated(workdir, camvid):
     """The issue's goal on real frames: CamVid day/dusk >= 90 % (blocked CV on train; val is all day)."""
-    run_stage_here(workdir, monkeypatch, "collect", {"collect": {
-        "source": "folder", "folder": {"path": str(camvid), "layout": "split_dirs"}}})
-    run_stage_here(workdir, monkeypatch, "classify", {"classify": {"backend": "heuristic"}})
+    workdir.run("collect", {"collect": {
+        "source": "folder", "folder": {"path": str(camvid), "layout": "split_dirs"}}}, in_process=True)
+    workdir.run("classify", {"classify": {"backend": "heuristic"}}, in_process=True)
     metrics = json.loads((workdir.path / "metrics/classify.json").read_text())
     cv = metrics["splits"]["train_cv"]["time_of_day"]
     assert cv["accuracy"] >= 0.9, cv
@@ -270,11 +270,12 @@ def test_effnet_json_round_trip_and_stale_fit(tmp_path, frames, probe_features):
         probe(pretrained=False).load(path, "classify.effnet.model")
 
 
-def test_classify_stage_effnet_end_to_end(workdir, monkeypatch, capsys):
+def test_classify_stage_effnet_end_to_end(workdir, capsys):
     write_rendered_dataset(workdir.path / "data" / "raw", {"train": 36, "test": 12})
-    run_stage_here(workdir, monkeypatch, "classify",
-                   {"classify": {"backend": "effnet", "use": "predicted",
-                                 "effnet": {"cv_folds": 2, "height": 64, "width": 128, "image_stats": True}}})
+    workdir.run("classify",
+                {"classify": {"backend": "effnet", "use": "predicted",
+                              "effnet": {"cv_folds": 2, "height": 64, "width": 128, "image_stats": True}}},
+                in_process=True)
     rows = [json.loads(line) for line in (workdir.path / "data/conditions.jsonl").read_text().splitlines()]
     assert len(rows) == 48 and {r["backend"] for r in rows} == {"effnet"}
     for r in rows:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -19,7 +18,7 @@ from synthdrive.dataset import Dataset
 from synthdrive.errors import UserError
 from synthdrive.params import ParamError, Params
 from tests import fake_carla
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 H, W = 12, 40
 CFG = {
@@ -194,11 +193,8 @@ def test_unreachable_server_through_the_stage(tmp_path, workdir):
         from tests.fake_carla import Sim, make_module
         sys.modules[__name__] = make_module(Sim(reachable=False))
     """))
-    workdir.set_params({"collect": {"source": "carla", "carla": {"port": 2999, "timeout": 0.5}}})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
-    env["PYTHONPATH"] = f"{shim}{os.pathsep}{REPO}"
-    proc = subprocess.run([sys.executable, "stages/collect.py"], cwd=workdir.path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = workdir.run("collect", {"collect": {"source": "carla", "carla": {"port": 2999, "timeout": 0.5}}},
+                       check=False, env={"PYTHONPATH": f"{shim}{os.pathsep}{REPO}"}, timeout=300)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: could not reach CARLA at 127.0.0.1:2999 within 0.5s; start the "

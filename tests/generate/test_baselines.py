@@ -1,5 +1,5 @@
 """The pix2pix and vae generator backends at tiny size, the diversity health metric, and both
-through the train_generator + synthesize stages."""
+through the train_generator + synthesize stages (the tiny dataset: tests/conftest.py's `raw`)."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,11 @@ from synthdrive.dataset import Dataset
 from synthdrive.generate.floor import diversity
 from synthdrive.generate.pix2pix import UNetGenerator
 from synthdrive.params import Params
-from tests.test_generate import H, W, _layouts, gen_params, make_raw, raw, train_data, truth  # noqa: F401
+from tests.helpers import GEN_SIZE, gen_params, truth
+from tests.helpers import layouts as _layouts
 
 torch.set_num_threads(1)
+H, W = GEN_SIZE
 BACKENDS = ["pix2pix", "vae"]
 
 
@@ -115,10 +117,8 @@ def test_diversity_is_zero_for_a_generator_that_ignores_its_seed(train_data):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_stages_train_generator_then_synthesize(backend, workdir):
-    raw_ds = make_raw(workdir.path / "data" / "raw")
-    rows = [{"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]} for r in raw_ds.records]
-    (workdir.path / "data" / "conditions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+def test_stages_train_generator_then_synthesize(backend, workdir, tiny_dataset):
+    raw_ds = tiny_dataset(workdir.path / "data" / "raw", conditions_file=True)
     proc = workdir.run("train_generator", {"generator": baseline_params(backend), "classify": {"use": "auto"}})
     assert f"train_generator: {backend}" in proc.stdout
     metrics = json.loads((workdir.path / "metrics" / "train_generator.json").read_text())
@@ -134,11 +134,8 @@ def test_stages_train_generator_then_synthesize(backend, workdir):
     assert len(synthetic) == 4 and {r["source_id"] for r in synthetic.records} <= set(truth(raw_ds))
 
 
-@pytest.mark.slow  # a stage subprocess for one line of validation
-def test_diversity_seeds_below_two_is_a_user_error(workdir):
-    raw_ds = make_raw(workdir.path / "data" / "raw", n_train=4, n_val=2)
-    rows = [{"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]} for r in raw_ds.records]
-    (workdir.path / "data" / "conditions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+def test_diversity_seeds_below_two_is_a_user_error(workdir, tiny_dataset):
+    tiny_dataset(workdir.path / "data" / "raw", {"train": 4, "val": 2}, conditions_file=True)
     proc = workdir.run("train_generator", {"generator": baseline_params("vae", diversity_seeds=1)}, check=False)
     assert proc.returncode == 1 and "generator.diversity_seeds" in proc.stderr
     assert not (workdir.path / "models" / "generator").exists()

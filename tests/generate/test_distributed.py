@@ -98,18 +98,16 @@ def test_two_gloo_processes_average_gradients_and_stay_identical(tmp_path):
     assert reports[0]["losses"] == reports[1]["losses"]    # both log the mean over the global batch
 
 
-def _stage_workdir(workdir, **overrides) -> dict:
-    from tests.test_generate import gen_params, make_raw
+def _stage_workdir(workdir, tiny_dataset, **overrides) -> dict:
+    from tests.helpers import gen_params
 
-    raw_ds = make_raw(workdir.path / "data" / "raw", n_train=12, n_val=4)
-    rows = [{"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]} for r in raw_ds.records]
-    (workdir.path / "data" / "conditions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tiny_dataset(workdir.path / "data" / "raw", {"train": 12, "val": 4}, conditions_file=True)
     cfg = gen_params(**overrides)
     workdir.set_params({"generator": cfg, "classify": {"use": "auto"}})
     return cfg
 
 
-def test_stage_trains_spade_gan_on_two_processes_resuming_a_checkpoint(workdir):
+def test_stage_trains_spade_gan_on_two_processes_resuming_a_checkpoint(workdir, tiny_dataset):
     """train_generator with generator.nproc: 2 relaunches itself under torchrun (gloo on CPU):
     both ranks resume from the checkpoint of an interrupted run, train in step, rank 0 writes."""
     # Imported here, not at the top: mp.spawn's children import this module, and need none of it.
@@ -117,9 +115,10 @@ def test_stage_trains_spade_gan_on_two_processes_resuming_a_checkpoint(workdir):
     from synthdrive.dataset import Dataset
     from synthdrive.generate.data import load_split
     from synthdrive.params import Params
-    from tests.test_generate import H, W, truth
+    from tests.helpers import GEN_SIZE, truth
 
-    cfg = _stage_workdir(workdir, nproc=2, eval_frames=2, diversity_seeds=2, sample_every=4,
+    H, W = GEN_SIZE
+    cfg = _stage_workdir(workdir, tiny_dataset, nproc=2, eval_frames=2, diversity_seeds=2, sample_every=4,
                          spade_gan={"iterations": 4})
     # The interrupted run: 2 of the 4 steps, checkpointed where the stage looks (same settings).
     raw_ds = Dataset(workdir.path / "data" / "raw")
@@ -138,8 +137,8 @@ def test_stage_trains_spade_gan_on_two_processes_resuming_a_checkpoint(workdir):
     assert torch.load(workdir.path / "models" / "generator.ckpt" / "spade_gan.pt", weights_only=True)["step"] == 4
 
 
-def test_stage_refuses_nproc_for_controlnet(workdir):
-    _stage_workdir(workdir, backend="controlnet", nproc=2)
+def test_stage_refuses_nproc_for_controlnet(workdir, tiny_dataset):
+    _stage_workdir(workdir, tiny_dataset, backend="controlnet", nproc=2)
     proc = workdir.run("train_generator", check=False)
     assert proc.returncode == 1 and "generator.nproc" in proc.stderr
     assert "torch.distributed.run" not in proc.stderr  # refused before any relaunch

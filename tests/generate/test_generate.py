@@ -1,94 +1,29 @@
-"""Generators (spade_gan, sdm, controlnet at tiny size), the synthesis planner and the
-train_generator + synthesize stages end to end on a small made-up dataset."""
+"""Generators (spade_gan, sdm, controlnet at tiny size): sampling, training, checkpoints and
+resume, the perceptual loss, and the train_generator + synthesize stages end to end on the tiny
+dataset (tests/conftest.py's `raw`). The synthesis planner is tested in
+tests/synthesize/test_synthesize.py."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from synthdrive import generate
 from synthdrive.conditions import Condition
-from synthdrive.dataset import Dataset, DatasetWriter
+from synthdrive.dataset import Dataset
 from synthdrive.errors import UserError
 from synthdrive.generate.controlnet import ade20k_layout
-from synthdrive.generate.data import load_split
 from synthdrive.params import Params
-from synthdrive.synthesize import prompt_for, synthesize
-from synthdrive.synthesize.planner import allocate, plan, shard, target_mix
-from tests.conftest import REPO
+from tests.helpers import GEN_SIZE, checkout_copy, gen_params
+from tests.helpers import layouts as _layouts
 
 torch.set_num_threads(1)
-H, W = 32, 64
-BRIGHTNESS = {"day": 1.0, "dusk": 0.55, "night": 0.3}
-COLOURS = np.array([[120, 160, 220], [140, 70, 60], [200, 200, 150], [100, 100, 110], [90, 80, 180],
-                    [60, 140, 50], [200, 120, 120], [90, 90, 140], [40, 30, 150], [90, 90, 20],
-                    [20, 120, 190]], np.float64)
-
-
-def make_raw(root: Path, n_train: int = 24, n_val: int = 6, seed: int = 0) -> Dataset:
-    """Street-like camvid11 frames: sky, buildings, road, a car; darker at dusk and night."""
-    rng = np.random.default_rng(seed)
-    mix = ["clear-day"] * 16 + ["clear-dusk"] * 4 + ["rain-day"] * 2 + ["clear-night"] * 2
-    with DatasetWriter(root, "camvid11", source="test", height=H, width=W) as writer:
-        for i in range(n_train + n_val):
-            cond = Condition.parse(mix[i % len(mix)])
-            label = np.full((H, W), 3, np.uint8)                   # road
-            horizon = int(rng.integers(10, 16))
-            label[:horizon] = 0                                    # sky
-            left = int(rng.integers(8, 24))
-            label[4:horizon + 4, :left] = 1                        # building
-            label[horizon + 2:horizon + 4, left:] = 4              # pavement
-            x = int(rng.integers(20, 50))
-            label[horizon + 4:horizon + 10, x:x + 10] = 8          # car
-            label[0, 0] = 255
-            image = COLOURS[np.minimum(label, 10)] * BRIGHTNESS[cond.time_of_day]
-            image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
-            writer.add({"id": f"f{i:03d}", "split": "train" if i < n_train else "val",
-                        "weather": cond.weather, "time_of_day": cond.time_of_day, "source": "test"},
-                       image, label)
-    return Dataset(root)
-
-
-def truth(dataset: Dataset) -> dict[str, Condition]:
-    return {r["id"]: Condition(r["weather"], r["time_of_day"]) for r in dataset.records}
-
-
-def gen_params(**overrides) -> dict:
-    """The repo's generator section shrunk to test size."""
-    cfg = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text())["generator"])
-    cfg.update(height=H, width=W, sample_every=2, checkpoint_every=2, eval_frames=4)
-    cfg["spade_gan"].update(iterations=4, batch_size=4, channels=[32, 16, 16, 8], spade_hidden=8,
-                            z_dim=8, cond_dim=4, d_channels=8, d_layers=2, d_scales=2, lr_g=0.002)
-    cfg["sdm"].update(iterations=2, batch_size=2, channels=[8, 16], layers_per_block=1, spade_hidden=8,
-                      groups=4, train_timesteps=50, device="cpu")
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory) -> Dataset:
-    return make_raw(tmp_path_factory.mktemp("raw") / "raw")
-
-
-@pytest.fixture(scope="module")
-def train_data(raw):
-    return load_split(raw, "train", H, W, truth(raw))
-
-
-def _layouts(raw: Dataset, n: int = 2) -> np.ndarray:
-    return np.stack([raw.label(r["id"]) for r in raw.split("val")[:n]])
+H, W = GEN_SIZE
 
 
 def test_spade_gan_save_load_round_trip(raw, tmp_path):
@@ -155,16 +90,6 @@ def test_checkpoint_resume_replays_an_uninterrupted_run(train_data, tmp_path):
     assert steps[0] == 1  # other settings: the checkpoint is not reused
 
 
-def _checkout_copy(tmp_path: Path, monkeypatch) -> Path:
-    """An unedited copy of the repo's synthdrive/ that synthdrive.codehash hashes from now on."""
-    from synthdrive import codehash
-
-    copy = tmp_path / "checkout"
-    shutil.copytree(codehash.ROOT / "synthdrive", copy / "synthdrive", ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(codehash, "ROOT", copy)
-    return copy
-
-
 def test_resume_needs_the_same_training_code(train_data, tmp_path, monkeypatch, capsys):
     """DVC reruns train_generator after a code edit; the finished checkpoint of the old code must
     then not be resumed (zero steps, the old model exported again). Raising iterations on the same
@@ -179,7 +104,7 @@ def test_resume_needs_the_same_training_code(train_data, tmp_path, monkeypatch, 
     shutil.copytree(tmp_path / "ckpt", tmp_path / "finished")
     assert steps_of(6, tmp_path / "ckpt") == [5, 6]  # raised iterations: continues
     assert steps_of(6, tmp_path / "ckpt") == []  # same training, finished: nothing to do
-    copy = _checkout_copy(tmp_path, monkeypatch)
+    copy = checkout_copy(tmp_path, monkeypatch)
     assert steps_of(6, tmp_path / "ckpt") == []  # the same code elsewhere hashes the same
     capsys.readouterr()
     # an edit in the backend, in the shared loop, in a module imported on the way, in the
@@ -310,65 +235,9 @@ def test_ade20k_drawing_uses_the_controlnet_palette():
                                   [[6, 230, 230], [140, 140, 140], [0, 102, 200], [0, 0, 0]])
 
 
-def test_planner_targets_rare_conditions_from_common_sources():
-    conditions = {f"d{i}": Condition("clear", "day") for i in range(90)}
-    conditions.update({f"n{i}": Condition("clear", "dusk") for i in range(10)})
-    conditions.update({f"r{i}": Condition("rain", "day") for i in range(5)})
-    mix = target_mix("uniform", conditions.values())
-    # every pair of seen factors (rain-dusk is new but both factors were trained), no unseen factor
-    assert set(mix) == {Condition(w, t) for w in ("clear", "rain") for t in ("day", "dusk")}
-    jobs = plan(conditions, 60, mix, source_min_share=0.2, seed=1)
-    assert len(jobs) == 60
-    targets = Counter(j.target_condition for j in jobs)
-    assert Condition("clear", "day") not in targets                    # already over-represented
-    assert targets[Condition("clear", "dusk")] < targets[Condition("rain", "dusk")]
-    assert {j.source_condition for j in jobs} == {Condition("clear", "day")}
-    assert jobs == plan(conditions, 60, mix, 0.2, seed=1)
-    assert jobs != plan(conditions, 60, mix, 0.2, seed=2)
-    shards = [shard(jobs, i, 3) for i in range(3)]
-    assert sorted(j.index for s in shards for j in s) == list(range(60))
-    with pytest.raises(UserError, match="shard_index"):
-        shard(jobs, 3, 3)
-
-
-def test_allocate_follows_an_explicit_mix():
-    real = Counter({Condition("clear", "day"): 50})
-    quota = allocate(real, target_mix({"rain-night": 3, "fog-day": 1}), 40)
-    assert quota == {Condition("fog", "day"): 10, Condition("rain", "night"): 30}
-    with pytest.raises(UserError, match="target_mix"):
-        target_mix({"snow-day": 1})
-    with pytest.raises(UserError, match="target_mix=uniform"):
-        target_mix("uniform", [])
-
-
-def test_prompt_retargets_the_caption_and_names_the_classes(raw):
-    job = plan(truth(raw), 1, target_mix({"rain-night": 1}), 0.1, seed=0)[0]
-    caption = {"caption": "A street scene with a car ahead, in clear weather during the day.",
-               "condition": "clear-day"}
-    text = prompt_for(job, caption, raw.label(job.source_id), raw.label_space.classes)
-    assert "in the rain at night" in text and "during the day" not in text
-    assert "Must contain" in text and "car" in text.split("Must contain")[1]
-
-
-def test_synthesize_writes_a_valid_dataset(raw, train_data, tmp_path):
-    gen = generate.create(Params(gen_params()), "camvid11")
-    conditions = {k: v for k, v in truth(raw).items() if k in {r["id"] for r in raw.split("train")}}
-    jobs = plan(conditions, 7, target_mix("uniform", conditions.values()), 0.3, seed=0)
-    out = synthesize(gen, raw, jobs, {}, tmp_path / "synthetic", batch_size=3)
-    out.validate()
-    assert len(out) == 7
-    for r, job in zip(out.records, jobs):
-        assert r["source_id"] == job.source_id and r["seed"] == job.seed
-        assert r["target_condition"] == f"{r['weather']}-{r['time_of_day']}" != r["source_condition"]
-        assert r["prompt"]
-        np.testing.assert_array_equal(out.label(r["id"]), raw.label(job.source_id))
-
-
-def test_stages_train_generator_then_synthesize(workdir):
+def test_stages_train_generator_then_synthesize(workdir, tiny_dataset):
     """The two stage scripts on a tiny dataset: outputs, metrics and the floor warning path."""
-    raw_ds = make_raw(workdir.path / "data" / "raw")
-    rows = [{"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]} for r in raw_ds.records]
-    (workdir.path / "data" / "conditions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tiny_dataset(workdir.path / "data" / "raw", conditions_file=True)
     workdir.run("train_generator", {"generator": gen_params(), "classify": {"use": "auto"}})
     metrics = json.loads((workdir.path / "metrics" / "train_generator.json").read_text())
     assert metrics["trained_steps"] == 4 and metrics["l1_floor"] > 0
@@ -383,23 +252,12 @@ def test_stages_train_generator_then_synthesize(workdir):
     assert (workdir.path / "metrics" / "synthesize_samples.png").is_file()
 
 
-def test_train_generator_writes_no_model_when_its_health_check_fails(workdir, monkeypatch):
+def test_train_generator_writes_no_model_when_its_health_check_fails(workdir, tiny_dataset, monkeypatch):
     """models/generator appears only once the final health check (floor, diversity, grids) has
     run: a check that crashes leaves no model behind, nor a temp folder."""
-    import contextlib
-    import importlib.util
-    import types
-
-    from synthdrive import tracking
-
-    raw_ds = make_raw(workdir.path / "data" / "raw")
-    rows = [{"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]} for r in raw_ds.records]
-    (workdir.path / "data" / "conditions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tiny_dataset(workdir.path / "data" / "raw", conditions_file=True)
     workdir.set_params({"generator": gen_params(), "classify": {"use": "auto"}})
-    spec = importlib.util.spec_from_file_location("train_generator_stage",
-                                                  workdir.path / "stages" / "train_generator.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
+    stage = workdir.load_stage("train_generator")
     floor_metrics = stage.floor_metrics
 
     def failing(*args, all_conditions: bool = False, **kwargs):
@@ -407,22 +265,12 @@ def test_train_generator_writes_no_model_when_its_health_check_fails(workdir, mo
             raise RuntimeError("health check failed")
         return floor_metrics(*args, all_conditions=all_conditions, **kwargs)
 
-    untracked = types.SimpleNamespace(log_metrics=lambda *a, **k: None, log_artifact=lambda *a, **k: None,
-                                      log_parent_metrics=lambda *a, **k: None)
     monkeypatch.setattr(stage, "floor_metrics", failing)
-    monkeypatch.setattr(tracking, "stage_run", lambda *a, **k: contextlib.nullcontext(untracked))
-    monkeypatch.chdir(workdir.path)
+    workdir.stub_stage_run()
     with pytest.raises(RuntimeError, match="health check failed"):
-        stage.main()
+        workdir.run(stage)
     assert (workdir.path / "models" / "generator.ckpt" / "spade_gan.pt").is_file()  # it trained
     assert sorted(p.name for p in (workdir.path / "models").iterdir()) == ["generator.ckpt"]
-
-
-def test_sampler_params_rerun_synthesize_only():
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert "synthesize" in stages["synthesize"]["params"]
-    assert not any(p.startswith("synthesize") for p in stages["train_generator"]["params"])
-    assert "models/generator" in stages["synthesize"]["deps"]
 
 
 # --- perceptual loss (generate/perceptual.py) ------------------------------------------------------

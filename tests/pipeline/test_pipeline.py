@@ -1,46 +1,16 @@
-"""The whole DVC pipeline end to end at tiny size: `dvc repro` in a scratch copy of the repo."""
+"""The whole DVC pipeline end to end at tiny size: `dvc repro` in a scratch copy of the repo
+(tests/conftest.py's `tiny_pipeline`, once per session; tests/report/test_report.py checks its
+report page in a browser)."""
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 import yaml
 
 from synthdrive.dataset import Dataset
-from tests.conftest import REPO, deep_update
-
-COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "data", "models", "mlflow.db", "mlartifacts",
-                                     "cache", "tmp", "__pycache__", "*.egg-info", ".pytest_cache")
 
 
-def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    bindir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_TRACKING"))}
-    env["PATH"] = bindir + os.pathsep + env["PATH"]
-    proc = subprocess.run([f"{bindir}/dvc", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=1800)
-    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pipeline") / "repo"
-    shutil.copytree(REPO, work, ignore=COPY_IGNORE)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    tiny = yaml.safe_load((REPO / "tests/tiny_params.yaml").read_text())
-    (work / "params.yaml").write_text(yaml.safe_dump(deep_update(params, tiny)))
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
-    first = _dvc(work, "repro")
-    return work, first
-
-
-def test_repro_builds_every_stage(pipeline):
-    work, first = pipeline
+def test_repro_builds_every_stage(tiny_pipeline):
+    repo, first = tiny_pipeline
+    work = repo.path
     stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
     for name in stages:
         if "foreach" not in stages[name] and "matrix" not in stages[name]:
@@ -51,7 +21,7 @@ def test_repro_builds_every_stage(pipeline):
     assert (work / "metrics/collect_samples.png").stat().st_size > 1000
 
 
-def test_every_segmenter_variant_trains_and_is_evaluated(pipeline):
+def test_every_segmenter_variant_trains_and_is_evaluated(tiny_pipeline):
     """All four variants end to end: real and real_aug in train_segmenter, real_synth and
     real_aug_synth (on filter_synthetic's kept frames) in train_segmenter_synth; eval.json lists
     each with per-condition, per-class and gain entries."""
@@ -59,7 +29,8 @@ def test_every_segmenter_variant_trains_and_is_evaluated(pipeline):
 
     from synthdrive.segment.train import VARIANTS
 
-    work, first = pipeline
+    repo, first = tiny_pipeline
+    work = repo.path
     assert VARIANTS == ("real", "real_aug", "real_synth", "real_aug_synth")
     for stage in ("train_segmenter@real-0", "train_segmenter@real_aug-0",
                   "train_segmenter_synth@real_synth-0", "train_segmenter_synth@real_aug_synth-0"):
@@ -81,16 +52,17 @@ def test_every_segmenter_variant_trains_and_is_evaluated(pipeline):
     assert "real_aug_synth" in (work / "metrics/report.html").read_text()
 
 
-def test_second_repro_reruns_nothing(pipeline):
-    work, _ = pipeline
-    second = _dvc(work, "repro")
+def test_second_repro_reruns_nothing(tiny_pipeline):
+    repo, _ = tiny_pipeline
+    second = repo.dvc("repro")
     assert "Running stage" not in second.stdout, second.stdout
 
 
-def test_mlflow_parent_with_stage_children(pipeline):
+def test_mlflow_parent_with_stage_children(tiny_pipeline):
     import mlflow
 
-    work, _ = pipeline
+    repo, _ = tiny_pipeline
+    work = repo.path
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     exp = client.get_experiment_by_name("synthdrive")
     runs = client.search_runs([exp.experiment_id])
@@ -106,39 +78,41 @@ def test_mlflow_parent_with_stage_children(pipeline):
     assert any(a.path == "collect_samples.png" for a in client.list_artifacts(collect.info.run_id))
 
 
-def test_param_change_reruns_only_the_stages_that_read_it(pipeline):
-    work, _ = pipeline
+def test_param_change_reruns_only_the_stages_that_read_it(tiny_pipeline):
+    repo, _ = tiny_pipeline
+    work = repo.path
     params_file = work / "params.yaml"
     original = params_file.read_text()
     try:
         params = yaml.safe_load(original)
         params["collect"]["procedural"]["frames"]["val"] += 1
         params_file.write_text(yaml.safe_dump(params))
-        assert "collect" in _status(work)
+        assert "collect" in _status(repo)
         params = yaml.safe_load(original)
         declared = {p for p in yaml.safe_load((work / "dvc.yaml").read_text())["stages"]["collect"]["params"]}
         other = next((k for k in params if k not in declared), None)
         params[other or "unrelated"] = {"changed": True} if other is None else _touched(params[other])
         params_file.write_text(yaml.safe_dump(params))
-        assert "collect" not in _status(work)
+        assert "collect" not in _status(repo)
     finally:
         params_file.write_text(original)
 
 
-def test_a_new_file_in_a_folder_a_param_names_reruns_the_stages_that_read_it(pipeline):
+def test_a_new_file_in_a_folder_a_param_names_reruns_the_stages_that_read_it(tiny_pipeline):
     """Path params are deps (${param} in dvc.yaml): every one is 'unset' here, the placeholder
     folder, so a file added there changes exactly the stages that read a path param."""
-    work, _ = pipeline
+    repo, _ = tiny_pipeline
+    work = repo.path
     lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
     assert "unset" in [d["path"] for d in lock["collect"]["deps"]]
     extra = work / "unset" / "new.png"
     extra.write_bytes(b"new frame")
     try:
-        assert set(_status(work)) == {"collect", "sign_data", "classify", "caption", "train_generator",
+        assert set(_status(repo)) == {"collect", "sign_data", "classify", "caption", "train_generator",
                                       "synthesize", "evaluate"}
     finally:
         extra.unlink()
-    assert not _status(work)
+    assert not _status(repo)
 
 
 def _touched(section: dict) -> dict:
@@ -153,7 +127,7 @@ def _touched(section: dict) -> dict:
     return {**section, "_changed": 1}
 
 
-def _status(work: Path) -> dict:
+def _status(repo) -> dict:
     import json
 
-    return json.loads(_dvc(work, "status", "--json").stdout or "{}")
+    return json.loads(repo.dvc("status", "--json").stdout or "{}")

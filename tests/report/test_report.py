@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import REPO, deep_update, make_folder_dataset
+from tests.helpers import REPO, ScratchRepo, make_folder_dataset
 
 # Runs inside the page on load (appended to a copy of the report) and leaves its findings in an
 # attribute that --dump-dom prints: resources fetched (data: URIs make none; a failed network
@@ -89,50 +87,29 @@ def check_in_browser(report: Path, tmp: Path) -> dict:
     return probe
 
 
-def _env(tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    return env
-
-
-def _run(work: Path, env: dict, *cmd: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """`dvc repro` of collect (folder source, a tiny labelled folder) + report in a scratch git
     repo with its own MLflow store, then `dvc exp run` of the report with one param changed."""
     tmp = tmp_path_factory.mktemp("report")
-    work = tmp / "repo"
-    work.mkdir()
-    for folder in ("stages", "synthdrive"):
-        shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     report = stages["report"]
     # only collect's outputs exist here: the report's other data deps are left out
     report["deps"] = [d for d in report["deps"] if not d.startswith(("data/", "metrics/"))
                       or d in ("data/raw", "metrics/collect_samples.png")]
-    (work / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"collect": stages["collect"], "report": report}}))
     source = make_folder_dataset(tmp / "frames", n=4, size=(32, 64))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    deep_update(params, {"collect": {"source": "folder", "height": 32, "width": 64,
-                                     "folder": {"path": str(source)}}})
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    env = _env(tmp)
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "pipeline"], [sys.executable, "-m", "dvc", "repro"]):
-        _run(work, env, *cmd)
+    repo = ScratchRepo(tmp / "repo", copy=("stages", "synthdrive"),
+                       files={"dvc.yaml": yaml.safe_dump({"stages": {"collect": stages["collect"], "report": report}})},
+                       params={"collect": {"source": "folder", "height": 32, "width": 64,
+                                           "folder": {"path": str(source)}}},
+                       mlflow_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    repo.init(commit="pipeline")
+    repo.dvc("repro")
+    work = repo.path
     baseline = (work / "metrics/report.html").read_text()
-    baseline_commit = _run(work, env, "git", "rev-parse", "HEAD").stdout.strip()
-    _run(work, env, "git", "add", "-A")
-    _run(work, env, "git", "commit", "-qm", "results")
-    exp = _run(work, env, sys.executable, "-m", "dvc", "exp", "run", "-S", "report.caption_examples=3",
-               "-n", "fewer-captions")
+    baseline_commit = repo.sh("git", "rev-parse", "HEAD").stdout.strip()
+    repo.commit("results")
+    exp = repo.dvc("exp", "run", "-S", "report.caption_examples=3", "-n", "fewer-captions")
     return {"work": work, "tmp": tmp, "stdout": exp.stdout, "baseline": baseline,
             "baseline_commit": baseline_commit}
 
@@ -216,20 +193,12 @@ def test_the_browser_check_catches_a_resource_that_is_not_inline(tmp_path):
         check_in_browser(page, tmp_path)
 
 
-@pytest.mark.slow
-def test_full_tiny_pipeline_report_has_every_section(tmp_path):
-    """`dvc repro` of the whole pipeline at tiny size (tests/tiny_params.yaml): every stage in
-    dvc.yaml feeds its section, and the page passes the browser check."""
-    from tests.test_pipeline import COPY_IGNORE
-
-    work = tmp_path / "repo"
-    shutil.copytree(REPO, work, ignore=COPY_IGNORE)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    tiny = yaml.safe_load((REPO / "tests/tiny_params.yaml").read_text())
-    (work / "params.yaml").write_text(yaml.safe_dump(deep_update(params, tiny)))
-    env = _env(tmp_path)
-    _run(work, env, "git", "init", "-q")
-    _run(work, env, sys.executable, "-m", "dvc", "repro")
+def test_full_tiny_pipeline_report_has_every_section(tiny_pipeline, tmp_path):
+    """The report of the whole pipeline at tiny size (tests/tiny_params.yaml; the session's
+    `dvc repro`, tests/pipeline/test_pipeline.py's): every stage in dvc.yaml feeds its section,
+    and the page passes the browser check."""
+    repo, _ = tiny_pipeline
+    work = repo.path
     page = (work / "metrics/report.html").read_text()
     assert "Not in this report" not in page, page[page.index("Not in this report"):][:800]
     probe = check_in_browser(work / "metrics/report.html", tmp_path)

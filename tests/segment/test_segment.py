@@ -4,67 +4,28 @@ evaluate stages, and 2-process torchrun training on CPU (gloo)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from synthdrive.dataset import Dataset, DatasetWriter
+from synthdrive.dataset import Dataset
 from synthdrive.errors import UserError
 from synthdrive.params import Params
-from tests.conftest import one_line
+from tests.helpers import REAL_CONDITIONS, SEG_SIZE, SYNTH_CONDITIONS, checkout_copy, one_line, write_conditions
 
-COLORS = {0: (120, 160, 220), 1: (150, 70, 60), 3: (90, 90, 95), 4: (170, 160, 150), 8: (200, 30, 30)}
-GAIN = {"day": 1.0, "dusk": 0.55, "night": 0.25}
-H, W = 64, 128
-
-
-def _frame(rng, time_of_day: str):
-    """A street-like frame: building, sky, road, pavement and car boxes, dimmed by time of day."""
-    label = np.zeros((H, W), np.uint8)
-    horizon = H // 2 + int(rng.integers(-6, 7))
-    label[:horizon, : W // 3] = 1
-    label[horizon:] = 3
-    label[horizon + (H - horizon) // 2:, : W // 4] = 4
-    for _ in range(int(rng.integers(1, 3))):
-        x = int(rng.integers(0, W - W // 6))
-        label[horizon - 5: horizon + 6, x: x + W // 6] = 8
-    image = np.zeros((H, W, 3), np.float32)
-    for cls, col in COLORS.items():
-        image[label == cls] = col
-    image = image * GAIN[time_of_day] + rng.normal(0, 8, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), label
-
-
-def make_dataset(root: Path, counts: dict, conditions, seed: int = 0, prefix: str = "f") -> Path:
-    rng = np.random.default_rng(seed)
-    with DatasetWriter(root, "camvid11", source="test", height=H, width=W) as dw:
-        k = 0
-        for split, n in counts.items():
-            for i in range(n):
-                weather, tod = conditions[k % len(conditions)].split("-")
-                image, label = _frame(rng, tod)
-                dw.add({"id": f"{prefix}_{split}_{i:03d}", "split": split, "weather": weather,
-                        "time_of_day": tod, "source": "test",
-                        "target_condition": f"{weather}-{tod}"}, image, label)
-                k += 1
-    return root
-
-
-REAL_CONDITIONS = ("clear-day", "clear-day", "clear-dusk", "rain-night")
-SYNTH_CONDITIONS = ("clear-dusk", "rain-night")
+H, W = SEG_SIZE
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict:
+def data(tmp_path_factory, tiny_dataset) -> dict:
     root = tmp_path_factory.mktemp("segdata")
-    raw = make_dataset(root / "raw", {"train": 12, "val": 4, "test": 8}, REAL_CONDITIONS)
-    synthetic = make_dataset(root / "synthetic", {"train": 6}, SYNTH_CONDITIONS, seed=1, prefix="syn")
+    raw = tiny_dataset(root / "raw", {"train": 12, "val": 4, "test": 8}, REAL_CONDITIONS, size=SEG_SIZE,
+                       ignore_corner=False).root
+    synthetic = tiny_dataset(root / "synthetic", {"train": 6}, SYNTH_CONDITIONS, size=SEG_SIZE, seed=1, prefix="syn",
+                             ignore_corner=False).root
     return {"root": root, "raw": raw, "synthetic": synthetic}
 
 
@@ -72,7 +33,7 @@ def tiny_segmenter(**train) -> Params:
     """params.yaml's segmenter section, shrunk for tests."""
     import yaml
 
-    from tests.conftest import REPO, deep_update
+    from tests.helpers import REPO, deep_update
 
     seg = yaml.safe_load((REPO / "params.yaml").read_text())["segmenter"]
     deep_update(seg, {"height": H, "width": W,
@@ -107,7 +68,7 @@ def test_generated_config_builds_with_label_space_classes(data, name):
 
     register_all_modules()
     seg = tiny_segmenter().to_dict()
-    seg["model"]["name"] = name
+    seg["model"].update(name=name, backbone="native", pretrained=False)  # each model's own backbone
     cfg = build_config(seg, label_space="camvid11", train_sources=[dict(root=str(data["raw"]))], val_sources=[],
                        work_dir="unused", seed=0)
     model = MODELS.build(cfg.model)
@@ -131,8 +92,8 @@ def test_config_errors_name_the_param(data, tmp_path):
     seg["model"]["name"] = "deeplab"
     with pytest.raises(UserError, match="segmenter.model.name"):
         build_config(seg, label_space="camvid11", train_sources=[], val_sources=[], work_dir="x", seed=0)
-    seg["model"]["name"] = "mask2former"
-    seg["model"]["backbone_checkpoint"] = str(tmp_path / "missing.pth")
+    seg["model"].update(name="mask2former", backbone="native", pretrained=False,
+                        backbone_checkpoint=str(tmp_path / "missing.pth"))
     with pytest.raises(UserError, match="segmenter.model.backbone_checkpoint"):
         build_config(seg, label_space="camvid11", train_sources=[], val_sources=[], work_dir="x", seed=0)
 
@@ -316,10 +277,8 @@ def test_resume_needs_the_same_training_code(data, tmp_path, monkeypatch, capsys
     again = train(cfg, tmp_path / "b")  # the rerun continues after iteration 1
     assert again["resumed"] and again["trained_iters"] == 2
     # the same code in another checkout hashes the same; an edit of the photometric control there
-    copy = tmp_path / "checkout"
-    shutil.copytree(codehash.ROOT / "synthdrive", copy / "synthdrive", ignore=shutil.ignore_patterns("__pycache__"))
     before = codehash.code_fingerprint(*TRAINING_CODE)
-    monkeypatch.setattr(codehash, "ROOT", copy)
+    copy = checkout_copy(tmp_path, monkeypatch)
     assert codehash.code_fingerprint(*TRAINING_CODE) == before
     capsys.readouterr()
     photometric = copy / "synthdrive" / "segment" / "photometric.py"
@@ -372,9 +331,7 @@ def test_filter_and_evaluate_stages_write_per_condition_metrics(trained, data, w
     work = workdir.path
     shutil.copytree(data["raw"], work / "data/raw")
     shutil.copytree(data["synthetic"], work / "data/synthetic")
-    (work / "data/conditions.jsonl").write_text("".join(
-        json.dumps({"id": r["id"], "weather": r["weather"], "time_of_day": r["time_of_day"]}) + "\n"
-        for r in Dataset(data["raw"]).records))
+    write_conditions(Dataset(data["raw"]), work / "data/conditions.jsonl")
     from synthdrive.segment.train import VARIANTS
 
     assert "real_aug_synth" in VARIANTS
@@ -415,16 +372,14 @@ def test_filter_and_evaluate_stages_write_per_condition_metrics(trained, data, w
 
 # --- distributed -----------------------------------------------------------------------------------
 
+# slow: ~90 s; the torchrun relaunch (synthdrive.compute) runs by default in tests/generate/test_distributed.py
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(data, workdir):
     """The stage relaunches itself under torchrun (segmenter.train.nproc: 2); gloo on CPU."""
     work = workdir.path
     shutil.copytree(data["raw"], work / "data/raw")
     seg = tiny_segmenter(iters=2, nproc=2, checkpoint_interval=2).to_dict()
-    workdir.set_params({"segmenter": seg})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
-    proc = subprocess.run([sys.executable, "stages/train_segmenter.py", "--variant", "real", "--seed", "0"],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    proc = workdir.run("train_segmenter", {"segmenter": seg}, args=("--variant", "real", "--seed", "0"), check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((work / "models/segmenter/real-0/train.json").read_text())
     assert summary["world_size"] == 2
@@ -464,8 +419,9 @@ def test_inception_fid_path_loads_a_local_weights_file(tmp_path, monkeypatch):
 # --- a model folder is data, not code (config.json, weights_only checkpoints) -----------------------
 
 def _planted_pickle(path: Path, marker: Path, state: dict | None = None) -> Path:
-    """A checkpoint whose unpickling runs ``touch marker`` (tests/test_safe_loading.py's payload)."""
-    from tests.test_safe_loading import RunsCode
+    """A checkpoint whose unpickling runs ``touch marker`` (tests.helpers.RunsCode, the payload of
+    tests/test_safe_loading.py)."""
+    from tests.helpers import RunsCode
 
     torch.save({"state_dict": state or {"w": torch.zeros(1)}, "meta": {"payload": RunsCode(marker)}}, path)
     return path
@@ -574,7 +530,7 @@ def _backbone_config(data, checkpoint: Path):
     from synthdrive.segment.config import build_config
 
     seg = tiny_segmenter().to_dict()
-    seg["model"]["backbone_checkpoint"] = str(checkpoint)
+    seg["model"].update(backbone="native", pretrained=False, backbone_checkpoint=str(checkpoint))
     return build_config(seg, label_space="camvid11", train_sources=[dict(root=str(data["raw"]))],
                         val_sources=[], work_dir=data["root"] / "work-backbone", seed=0)
 
@@ -719,7 +675,8 @@ def test_a_missing_run_names_the_stage_that_trains_it(tmp_path, run, stage):
 
 def _backbone_seg(name="mask2former", backbone="efficientnet_lite0", pretrained=False, **model) -> dict:
     seg = tiny_segmenter().to_dict()
-    seg["model"].update(name=name, backbone=backbone, pretrained=pretrained, **model)
+    seg["model"].update(name=name, backbone=backbone, pretrained=pretrained,
+                        **{"backbone_lr_mult": "auto", **model})
     return seg
 
 

@@ -14,6 +14,7 @@ from synthdrive.dataset import read_png
 from synthdrive.params import ParamError, Params
 from synthdrive.signs import CLASSES, classifier
 from synthdrive.signs.render import render_sign
+from tests.helpers import REPO
 
 TINY = {"signs": {"real_dir": "",
                   "data": {"counts": {"train": 12, "val": 4, "shifted": 4},
@@ -56,7 +57,7 @@ def test_sign_data_balanced_and_deterministic(tmp_path):
 
     from synthdrive.signs.data import make_sign_data
 
-    cfg = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["signs"]["data"]
+    cfg = yaml.safe_load((REPO / "params.yaml").read_text())["signs"]["data"]
     cfg["counts"] = {"train": 5, "val": 2, "shifted": 3}
     cfg["backgrounds"].update(street_fraction=0.5, frames_per_condition=1, height=64, width=128)
     for run in ("a", "b"):
@@ -81,7 +82,7 @@ def test_sign_data_rejects_bad_params(tmp_path):
 
     from synthdrive.signs.data import make_sign_data
 
-    cfg = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["signs"]["data"]
+    cfg = yaml.safe_load((REPO / "params.yaml").read_text())["signs"]["data"]
     cfg["backend"] = "photoshop"
     with pytest.raises(ParamError, match="backend"):
         make_sign_data(Params(cfg, "signs.data"), tmp_path / "x")
@@ -186,7 +187,7 @@ def test_diffusers_backend_with_tiny_random_pipeline(tmp_path):
 
     torch.set_num_threads(1)
     pipe_dir = tiny_diffusers_pipeline(tmp_path / "tiny-sd")
-    cfg = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["signs"]["data"]
+    cfg = yaml.safe_load((REPO / "params.yaml").read_text())["signs"]["data"]
     cfg.update(backend="diffusers", counts={"train": 2, "val": 1, "shifted": 1})
     cfg["backgrounds"]["street_fraction"] = 0.0
     cfg["diffusers"].update(model_dir=str(pipe_dir), steps=2, height=16, width=16, batch=2, device="cpu")
@@ -207,7 +208,7 @@ def test_diffusers_backend_missing_weights_names_the_param(tmp_path):
 
     from synthdrive.signs.data import make_sign_data
 
-    cfg = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["signs"]["data"]
+    cfg = yaml.safe_load((REPO / "params.yaml").read_text())["signs"]["data"]
     cfg.update(backend="diffusers")
     cfg["diffusers"]["model_dir"] = str(tmp_path / "nothing")
     with pytest.raises(ParamError, match="signs.data.diffusers.model_dir"):
@@ -221,45 +222,25 @@ def test_every_condition_renders():
         assert img.std() > 1, cond
 
 
+# slow: four `dvc repro`s; tests/pipeline/test_pipeline.py checks that a param reruns only its readers by default
 @pytest.mark.slow
-def test_classifier_params_rerun_only_train_signs(tmp_path):
+def test_classifier_params_rerun_only_train_signs(dvc_repo):
     """dvc: a changed signs.train param reruns train_signs alone; signs.data reruns both."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    import yaml
-
-    from tests.conftest import REPO, deep_update
-
-    work = tmp_path / "repo"
-    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".venv", ".git", "data", "models", "mlflow.db",
-                                                               "mlartifacts", "__pycache__", "*.egg-info"))
-    (work / "synthdrive" / "render").mkdir(exist_ok=True)  # a declared dep of sign_data
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
-    bindir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
-    env["PATH"] = bindir + os.pathsep + env["PATH"]
+    repo = dvc_repo(copy="all")
+    (repo.path / "synthdrive" / "render").mkdir(exist_ok=True)  # a declared dep of sign_data
+    repo.init(dvc=False)
 
     def dvc(*args):
-        proc = subprocess.run([f"{bindir}/dvc", *args], cwd=work, env=env, capture_output=True, text=True,
-                              timeout=900)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        return proc.stdout
+        return repo.dvc(*args, timeout=900).stdout
 
-    def set_params(overrides):
-        params = yaml.safe_load((work / "params.yaml").read_text())
-        (work / "params.yaml").write_text(yaml.safe_dump(deep_update(params, overrides)))
-
-    set_params(TINY)
+    repo.set_params(TINY)
     dvc("repro", "train_signs")
-    set_params({"signs": {"train": {"lr": 0.002}}})
+    repo.set_params({"signs": {"train": {"lr": 0.002}}})
     out = dvc("repro", "train_signs")
     assert "Running stage 'train_signs'" in out and "Running stage 'sign_data'" not in out
-    set_params({"signs": {"real_dir": ""}})  # unchanged value: nothing reruns
+    repo.set_params({"signs": {"real_dir": ""}})  # unchanged value: nothing reruns
     assert "Running stage" not in dvc("repro", "train_signs")
-    set_params({"signs": {"data": {"seed": 1}}})
+    repo.set_params({"signs": {"data": {"seed": 1}}})
     out = dvc("repro", "train_signs")
     assert "Running stage 'sign_data'" in out and "Running stage 'train_signs'" in out
 
