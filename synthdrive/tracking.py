@@ -326,7 +326,15 @@ def loaded_params():
     process: every stage_run of a process reads it for its declared params and the parent run."""
     from synthdrive import params as params_mod
 
-    return _cached("params", Path.cwd() / "params.yaml", lambda p: params_mod.load(file=p))
+    load = params_mod.load  # looked up per call: a stand-in (tests) is used, not an older parse
+    path = Path.cwd() / "params.yaml"
+    if not path.is_file():
+        return load()  # its error names the missing file
+    loader, params = _cached("params", path, lambda p: (load, load(file=p)))
+    if loader is not load:  # the cached parse came from another loader
+        _CACHE.pop(("params", str(path.resolve())))
+        loader, params = _cached("params", path, lambda p: (load, load(file=p)))
+    return params
 
 
 def declared_params(stage: str, dvc_file: str | os.PathLike = "dvc.yaml") -> dict[str, Any]:

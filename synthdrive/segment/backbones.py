@@ -21,7 +21,7 @@ from synthdrive import pretrained as imagenet
 
 # backbone param value -> EfficientNet-Lite variant
 EFFICIENTNET_LITE = {f"efficientnet_lite{v}": v for v in imagenet.VARIANTS}
-# Channels of the stride 4/8/16/32 maps (timm's feature_info; tests/test_segment.py checks them),
+# Channels of the stride 4/8/16/32 maps (timm's feature_info; tests/segment/test_segment.py checks them),
 # known here so a config is generated without building a net.
 CHANNELS = {0: (24, 40, 112, 320), 1: (24, 40, 112, 320), 2: (24, 48, 120, 352)}
 STRIDES = imagenet.FEATURE_STRIDES

@@ -294,7 +294,7 @@ def build_config(seg: dict, *, label_space: str, train_sources: list[dict], val_
 
 CONFIG_FILE = "config.json"
 LEGACY_CONFIG_FILE = "config.py"  # before: an mmengine Python config (read without executing it)
-# Every registry name build_config emits (tests/test_segment.py checks the list is complete). A
+# Every registry name build_config emits (tests/segment/test_segment.py checks the list is complete). A
 # stored config may name no other: mmengine would import and call any dotted "module.function".
 CONFIG_TYPES = frozenset({
     "AdamW", "BN", "CPUDistributedDataParallel", "CheckpointHook", "ConditionShift", "CrossEntropyLoss",
