@@ -206,6 +206,8 @@ def is_unset(value) -> bool:
     """Whether a path param names nothing yet: UNSET (however written: 'unset', './unset', its
     absolute path), or from Python callers None or ''."""
     return value is None or value == "" or resolve_path(value) == resolve_path(UNSET)
+
+
 LabelId = Int(ge=0, le=255)
 Channels = ListOf(Count, min_length=1, text="a non-empty list of integers >= 1")
 Betas = ListOf(Float(ge=0, lt=1), min_length=2, max_length=2, text="a list of 2 numbers in [0, 1)")

@@ -307,10 +307,10 @@ def init_store(root: Path | None = None) -> str:
     return uri
 
 
-_CACHE: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
+_CACHE: dict[tuple[Any, str], tuple[tuple[int, int], Any]] = {}
 
 
-def _cached(kind: str, path: Path, load) -> Any:
+def _cached(kind, path: Path, load) -> Any:
     """``load(path)``, once per process while the file's mtime and size stay the same."""
     path = path.resolve()
     st = path.stat()
@@ -330,11 +330,7 @@ def loaded_params():
     path = Path.cwd() / "params.yaml"
     if not path.is_file():
         return load()  # its error names the missing file
-    loader, params = _cached("params", path, lambda p: (load, load(file=p)))
-    if loader is not load:  # the cached parse came from another loader
-        _CACHE.pop(("params", str(path.resolve())))
-        loader, params = _cached("params", path, lambda p: (load, load(file=p)))
-    return params
+    return _cached(("params", load), path, lambda p: load(file=p))  # the cache keeps ``load`` alive
 
 
 def declared_params(stage: str, dvc_file: str | os.PathLike = "dvc.yaml") -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Mapping
 
 from synthdrive.errors import UserError
 from synthdrive.params import resolve_path
+from synthdrive.params_schema import is_unset
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 # model_index.json components whose subfolder holds no weights (tokenizers, schedulers, ...)
@@ -111,7 +112,7 @@ def _fail(param: str, value, problem: str, hint: str, error: type[UserError]) ->
 
 
 def _checked(value, param: str, hint: str, error: type[UserError], problem_of: Callable) -> Path:
-    if not value:
+    if is_unset(value):
         _fail(param, value, "no folder given", hint, error)
     path = resolve_path(value)
     problem = problem_of(path)
