@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
 from synthdrive.errors import UserError
+from synthdrive.params import ParamError
 
 WEATHERS = ("clear", "cloudy", "rain", "fog")
 TIMES_OF_DAY = ("day", "dusk", "night")
@@ -61,6 +62,31 @@ def one_per_condition(items: Iterable, condition_of: Callable, n: int, order: It
             if queue and len(picked) < n:
                 picked.append(queue.pop(0))
     return picked
+
+
+def weighted_mix(mix, param: str) -> dict[Condition, float]:
+    """A {condition: weight} param (train_mix, target_mix, signs.data.conditions) as
+    probabilities. Weight 0 leaves a condition out: `dvc exp run -S` merges a mapping into the
+    default one, so zeroing a key is how an override drops it."""
+    mix = dict(mix.items()) if hasattr(mix, "items") else {}
+    if not mix:
+        raise ParamError(f"params.yaml: {param} must map conditions to weights >= 0, "
+                         f"e.g. {{clear-day: 0.7, rain-night: 0.3}}")
+    weights = {}
+    for name, weight in mix.items():
+        try:
+            condition = Condition.parse(str(name))
+        except ValueError as e:
+            raise ParamError(f"params.yaml: {param}: {e}") from None
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight >= 0:
+            raise ParamError(f"params.yaml: {param}: weight of {name!r} is {weight!r}; use a number "
+                             f">= 0 (0 leaves the condition out)")
+        if weight > 0:
+            weights[condition] = float(weight)
+    if not weights:
+        raise ParamError(f"params.yaml: {param}: every weight is 0; give at least one condition a weight > 0")
+    total = sum(weights.values())
+    return {c: w / total for c, w in weights.items()}
 
 
 def all_conditions() -> list[Condition]:

@@ -17,6 +17,7 @@ modules that define them: params.py imports this module, so every stage depends 
 deps), and importing the collectors or generators here would make every stage depend on those
 too. tests/test_params.py checks that each list matches its module's.
 """
+import re
 import typing
 from functools import cache
 from typing import Annotated, Any, Literal, Optional, Union
@@ -173,9 +174,19 @@ Seed = Int(ge=0)
 Prob = Float(ge=0, le=1)
 Positive = Float(gt=0)
 NonNegative = Float(ge=0)
-Weight = Float(gt=0, text="a number > 0 (leave a condition out to exclude it)")
-Mix = MapOf(ConditionName, Weight, min_length=1,
-            text="a mapping of conditions to weights > 0, e.g. {clear-day: 0.7, rain-night: 0.3}")
+Weight = Float(ge=0, text="a number >= 0 (0 leaves the condition out)")
+
+
+def _some_weight(mix: dict) -> dict:
+    if not any(w > 0 for w in mix.values()):
+        raise ValueError("every weight is 0")
+    return mix
+
+
+# `dvc exp run -S` merges a mapping into params.yaml's, so an override drops a key by zeroing it.
+Mix = Annotated[dict[ConditionName, Weight], Field(min_length=1), AfterValidator(_some_weight),
+                Allowed("a mapping of conditions to weights >= 0, at least one > 0, "
+                        "e.g. {clear-day: 0.7, rain-night: 0.3}")]
 Device = Annotated[str, Strict(), Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$"),
                    Allowed("auto, cpu, cuda or cuda:N")]
 OptionalPath = Nullable(Str(min_length=1), text="null or a path (a non-empty string)")
@@ -731,7 +742,7 @@ class ControlNetSampler(TypedDict, total=False):
 @section
 class SynthesizeParams(TypedDict, total=False):
     count: Count
-    target_mix: OneOf(Literal["uniform"], Mix, text="'uniform' or a mapping of conditions to weights > 0, "
+    target_mix: OneOf(Literal["uniform"], Mix, text="'uniform' or a mapping of conditions to weights >= 0, "
                                                     "e.g. {rain-night: 1, fog-day: 1}")
     source_min_share: Prob
     seed: Seed
@@ -803,6 +814,7 @@ def _union_member(node, tag):
     bare = _split(node)[0]
     if typing.get_origin(bare) is not Union or not isinstance(tag, str):
         return None
+    tag = re.sub(r"^function-\w+\[\w+\(\), ", "", tag)  # a member with a validator (Mix)
     for member in typing.get_args(bare):
         origin = typing.get_origin(_split(member)[0])
         if (origin is list and tag.startswith("list[")) or (origin is dict and tag.startswith("dict[")):

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from synthdrive import labels
-from synthdrive.conditions import Condition, all_conditions
+from synthdrive.conditions import Condition, all_conditions, weighted_mix
 from synthdrive.dataset import SPLITS, DatasetWriter
 from synthdrive.params import ParamError, Params
 from synthdrive.render import option_names, render_frame
@@ -22,22 +22,9 @@ _SPLIT_STREAM = {split: i for i, split in enumerate(SPLITS)}
 
 
 def parse_mix(mix) -> tuple[list[Condition], np.ndarray]:
-    """Conditions and normalised weights of ``train_mix``; a bad entry is a ParamError."""
-    where = "params.yaml: collect.procedural.train_mix"
-    if not isinstance(mix, (dict, Params)) or not len(dict(mix.items())):
-        raise ParamError(f"{where} must map conditions to weights, e.g. {{clear-day: 0.7, rain-night: 0.3}}")
-    conditions, weights = [], []
-    for name, weight in mix.items():
-        try:
-            conditions.append(Condition.parse(str(name)))
-        except ValueError as e:
-            raise ParamError(f"{where}: {e}") from None
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight > 0:
-            raise ParamError(f"{where}: weight of {name!r} is {weight!r}; use a number > 0 "
-                             f"(leave a condition out to exclude it)")
-        weights.append(float(weight))
-    w = np.asarray(weights)
-    return conditions, w / w.sum()
+    """Conditions and probabilities of ``train_mix``; a bad entry is a ParamError."""
+    weights = weighted_mix(mix, "collect.procedural.train_mix")
+    return list(weights), np.array(list(weights.values()))
 
 
 def render_options(cfg: Params) -> dict:

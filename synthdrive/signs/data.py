@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from synthdrive.conditions import Condition
+from synthdrive.conditions import Condition, weighted_mix
 from synthdrive.dataset import atomic_dir, write_json, write_jsonl, write_png
 from synthdrive.params import ParamError, Params
 from synthdrive.signs import CLASSES
@@ -31,15 +31,8 @@ SPLITS = ("train", "val", "shifted")
 
 def condition_mix(cfg: Params) -> tuple[list[Condition], np.ndarray]:
     """The ``conditions`` param ({"rain-night": weight, ...}) as conditions and probabilities."""
-    mix = cfg["conditions"].to_dict()
-    try:
-        conds = [Condition.parse(k) for k in mix]
-    except ValueError as e:
-        raise ParamError(f"params.yaml: signs.data.conditions: {e}") from None
-    weights = np.array([float(v) for v in mix.values()])
-    if not len(conds) or (weights < 0).any() or weights.sum() <= 0:
-        raise ParamError("params.yaml: signs.data.conditions needs non-negative weights that sum above 0")
-    return conds, weights / weights.sum()
+    weights = weighted_mix(cfg["conditions"].to_dict(), "signs.data.conditions")
+    return list(weights), np.array(list(weights.values()))
 
 
 def street_backgrounds(conditions: list[Condition], per_condition: int, height: int, width: int,

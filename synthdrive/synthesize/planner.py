@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthdrive.conditions import Condition, all_conditions
+from synthdrive.conditions import Condition, all_conditions, weighted_mix
 from synthdrive.params import ParamError
 
 
@@ -38,17 +38,10 @@ def target_mix(spec, seen: Iterable[Condition] = ()) -> dict[Condition, float]:
             raise ParamError("synthesize.target_mix=uniform: no train frame has a known condition; "
                              "give an explicit {condition: weight} map")
         return {c: 1 / len(reachable) for c in reachable}
-    if not isinstance(spec, dict) or not spec:
+    if not isinstance(spec, dict):
         raise ParamError(f"synthesize.target_mix={spec!r}: write 'uniform' or a map "
                          f"{{condition: weight}}, e.g. {{rain-night: 1, fog-day: 1}}")
-    try:
-        mix = {Condition.parse(k): float(v) for k, v in spec.items()}
-    except ValueError as e:
-        raise ParamError(f"synthesize.target_mix: {e}") from None
-    total = sum(mix.values())
-    if total <= 0 or min(mix.values()) < 0:
-        raise ParamError("synthesize.target_mix: weights must be >= 0 with a positive sum")
-    return {c: w / total for c, w in mix.items()}
+    return weighted_mix(spec, "synthesize.target_mix")
 
 
 def allocate(real: Counter, mix: dict[Condition, float], count: int) -> dict[Condition, int]:

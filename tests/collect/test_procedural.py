@@ -57,7 +57,7 @@ def test_growing_one_split_keeps_the_other_splits_frames():
 
 @pytest.mark.parametrize("mix, needle", [
     ({"clear-day": 1.0, "snow-day": 0.5}, "snow-day"),
-    ({"clear-day": 1.0, "rain-night": 0}, "rain-night"),
+    ({"clear-day": 0, "rain-night": 0}, "every weight is 0"),
     ({"clear-day": -1}, "clear-day"),
     ({"clear-day": "lots"}, "clear-day"),
     ({}, "train_mix"),
@@ -68,6 +68,14 @@ def test_bad_train_mix_names_the_param(mix, needle):
         plan(_cfg(mix=mix))
     message = str(err.value)
     assert "collect.procedural.train_mix" in message and needle in message
+
+
+def test_zero_weight_leaves_a_condition_out():
+    """How a `dvc exp run -S` override (merged into the default mix) drops a default key."""
+    mix = {"clear-day": 0.0, "cloudy-dusk": 1.0, "rain-night": 0}
+    assert parse_mix(mix)[0] == [Condition("cloudy", "dusk")]
+    train = {cond for split, _, cond, _ in plan(_cfg(mix=mix)) if split == "train"}
+    assert train == {Condition("cloudy", "dusk")}
 
 
 def test_unknown_render_knob_names_the_param(tmp_path):
