@@ -52,6 +52,25 @@ def one_line(excinfo, *names) -> str:
     return text
 
 
+def assert_factory_names_params(factory, section: str, backend: str, folder_key: str,
+                                unknown_backend: str, tmp_path: Path) -> None:
+    """A backend factory (make_captioner, make_classifier) refuses a missing model folder naming
+    ``<section>.<backend>.<folder_key>`` and an unknown backend naming ``<section>.backend``."""
+    import pytest
+
+    from synthdrive.errors import UserError
+    from synthdrive.params import Params
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())[section]
+    params["backend"] = backend
+    params[backend][folder_key] = str(tmp_path / "nowhere")
+    with pytest.raises(UserError, match=rf"{section}\.{backend}\.{folder_key}"):
+        factory(Params(params, section), dataset=None)
+    params["backend"] = unknown_backend
+    with pytest.raises(UserError, match=rf"{section}\.backend"):
+        factory(Params(params, section), dataset=None)
+
+
 # --- scratch copies of the repo --------------------------------------------------------------------
 
 # What a scratch copy of the whole repo leaves out: environments, caches, outputs, local stores.

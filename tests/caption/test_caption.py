@@ -15,10 +15,8 @@ from synthdrive.caption import make_captioner
 from synthdrive.prompts import condition_phrase, mentions
 from synthdrive.caption.template import describe
 from synthdrive.conditions import TIMES_OF_DAY, WEATHERS, Condition
-from synthdrive.errors import UserError
-from synthdrive.params import Params
 from tests.condition_helpers import build_tiny_llava, write_rendered_dataset
-from tests.helpers import REPO
+from tests.helpers import REPO, assert_factory_names_params
 
 CAMVID = labels.get("camvid11")
 
@@ -109,14 +107,7 @@ def test_llava_prompt_names_the_classes_and_forbids_conditions(tmp_path):
 
 
 def test_missing_llava_dir_and_bad_backend_name_the_param(tmp_path):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())["caption"]
-    params["backend"] = "llava"
-    params["llava"]["model_dir"] = str(tmp_path / "nowhere")
-    with pytest.raises(UserError, match=r"caption\.llava\.model_dir"):
-        make_captioner(Params(params, "caption"), dataset=None)
-    params["backend"] = "blip"
-    with pytest.raises(UserError, match="caption.backend"):
-        make_captioner(Params(params, "caption"), dataset=None)
+    assert_factory_names_params(make_captioner, "caption", "llava", "model_dir", "blip", tmp_path)
 
 
 def test_dvc_caption_params_do_not_touch_classify():

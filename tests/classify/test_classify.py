@@ -6,17 +6,15 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from synthdrive import labels
 from synthdrive.classify import FACTORS, cross_validate, evaluate, make_classifier
 from synthdrive.classify.heuristic import HeuristicClassifier
 from synthdrive.conditions import Condition, all_conditions, frame_conditions, resolve
 from synthdrive.errors import UserError
-from synthdrive.params import Params
 from synthdrive.render import render_frame
 from tests.condition_helpers import build_tiny_clip, write_rendered_dataset
-from tests.helpers import REPO
+from tests.helpers import assert_factory_names_params
 
 SIZE = (64, 128)
 SKY = labels.get("procedural").index("sky")
@@ -172,15 +170,8 @@ def test_every_backend_implements_the_one_interface():
     assert not ClipClassifier.needs_fit
 
 
-def test_missing_clip_dir_names_the_param(tmp_path, frames):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())["classify"]
-    params["backend"] = "clip"
-    params["clip"]["model_dir"] = str(tmp_path / "nowhere")
-    with pytest.raises(UserError, match=r"classify\.clip\.model_dir"):
-        make_classifier(Params(params, "classify"), dataset=None)
-    params["backend"] = "siglip"
-    with pytest.raises(UserError, match="classify.backend"):
-        make_classifier(Params(params, "classify"), dataset=None)
+def test_missing_clip_dir_names_the_param(tmp_path):
+    assert_factory_names_params(make_classifier, "classify", "clip", "model_dir", "siglip", tmp_path)
 
 
 # slow: all of real CamVid; test_classify_stage_heuristic_end_to_end runs the same stage path by default
