@@ -28,7 +28,7 @@ def main(path: Path) -> None:
     print(f"Split `{ev['split']}` ({ev['test_frames']} frames), seeds {ev['seeds']}, "
           f"rare = {', '.join(ev['rare_conditions'])}. mIoU, mean ± std over seeds:\n")
     print(table(["variant", "overall", "rare", *conditions],
-                [[name, cell(v["overall"]), cell(v["rare"]), *(cell(v["conditions"][c]) if c in v["conditions"]
+                [[name, cell(v["overall"]), cell(v["rare"]) if v.get("rare") else "-", *(cell(v["conditions"][c]) if c in v["conditions"]
                                                               else "-" for c in conditions)]
                  for name, v in variants.items()]))
     if counts:
