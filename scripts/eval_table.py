@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 
-def cell(stat: dict) -> str:
-    """'mean +- spread (n)' of one {mean, spread, n} entry; spread is the std over seeds."""
+def cell(stat: dict | None) -> str:
+    """'mean +- spread' of one {mean, spread, n} entry (spread: the std over seeds); '-' for none
+    (a condition, or the rare set, with no frame in the split)."""
+    if not stat:
+        return "-"
     if stat.get("spread") is None:
         return f"{stat['mean']:.1f}"
     return f"{stat['mean']:.1f} ± {stat['spread']:.1f}"
@@ -28,8 +31,7 @@ def main(path: Path) -> None:
     print(f"Split `{ev['split']}` ({ev['test_frames']} frames), seeds {ev['seeds']}, "
           f"rare = {', '.join(ev['rare_conditions'])}. mIoU, mean ± std over seeds:\n")
     print(table(["variant", "overall", "rare", *conditions],
-                [[name, cell(v["overall"]), cell(v["rare"]) if v.get("rare") else "-", *(cell(v["conditions"][c]) if c in v["conditions"]
-                                                              else "-" for c in conditions)]
+                [[name, cell(v["overall"]), cell(v.get("rare")), *(cell(v["conditions"].get(c)) for c in conditions)]
                  for name, v in variants.items()]))
     if counts:
         print(f"\nTest frames per condition: {counts}")
